@@ -1,0 +1,3 @@
+from bayesmtl.cli import main
+
+raise SystemExit(main())

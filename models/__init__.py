@@ -1,0 +1,3 @@
+"""What is believed: generative NumPyro models, one module per method family."""
+
+__all__: list[str] = []
