@@ -1,0 +1,178 @@
+"""Empirical Bayes for Bakker & Heskes: closed forms, EM, reduction, recovery, NUTS agreement."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from numpyro.diagnostics import effective_sample_size
+from numpyro.infer import MCMC, NUTS
+from scipy.stats import multivariate_normal
+
+from bayesmtl.data import TaskData
+from bayesmtl.inference.empirical_bayes import (component_evidence, fit_empirical_bayes,
+                                                log_evidence, predict, predictive_log_density,
+                                                task_statistics)
+from bayesmtl.models.task_clustering import gaussian_prior_model, hidden_features, simulate
+from bayesmtl.models.task_clustering_metrics import adjusted_rand_index
+
+
+def _random_problem(rng, T=4, d=2, C=2):
+    sizes = np.array([1, 3, 5, 7])[:T]
+    task = np.repeat(np.arange(T), sizes)
+    X = rng.normal(size=(task.size, d))
+    y = rng.normal(size=task.size)
+    p = d + 1
+    loc = rng.normal(size=(T, C, p))
+    B = rng.normal(size=(C, p, p))
+    cov = B @ np.swapaxes(B, -1, -2) + 0.5 * np.eye(p)
+    s2 = rng.uniform(0.3, 2.0, size=T)
+    return X, y, task, loc, cov, s2
+
+
+def test_closed_form_evidence_equals_dense_gaussian():
+    rng = np.random.default_rng(0)
+    X, y, task, loc, cov, s2 = _random_problem(rng)
+    T, C, _ = loc.shape
+    with jax.enable_x64(True):
+        Hx = hidden_features(jnp.asarray(X))
+        stats = task_statistics(Hx, jnp.asarray(y), jnp.asarray(task), T)
+        logL, _, _ = component_evidence(stats, jnp.asarray(loc), jnp.linalg.cholesky(cov),
+                                        jnp.asarray(s2))
+        logL = np.asarray(logL)
+    Hn = np.asarray(Hx)
+    for i in range(T):
+        Hi, yi = Hn[task == i], y[task == i]
+        for a in range(C):
+            dense = multivariate_normal(Hi @ loc[i, a], Hi @ cov[a] @ Hi.T + s2[i] * np.eye(
+                len(yi))).logpdf(yi)
+            np.testing.assert_allclose(logL[i, a], dense, rtol=1e-10, atol=1e-10)
+
+
+def test_closed_form_posterior_equals_gaussian_conditioning():
+    rng = np.random.default_rng(1)
+    X, y, task, loc, cov, s2 = _random_problem(rng, C=1)
+    T = loc.shape[0]
+    with jax.enable_x64(True):
+        Hx = hidden_features(jnp.asarray(X))
+        stats = task_statistics(Hx, jnp.asarray(y), jnp.asarray(task), T)
+        _, mu, V = component_evidence(stats, jnp.asarray(loc), jnp.linalg.cholesky(cov),
+                                      jnp.asarray(s2))
+    Hn = np.asarray(Hx)
+    for i in range(T):
+        Hi, yi = Hn[task == i], y[task == i]
+        K = cov[0] @ Hi.T @ np.linalg.inv(Hi @ cov[0] @ Hi.T + s2[i] * np.eye(len(yi)))
+        np.testing.assert_allclose(mu[i, 0], loc[i, 0] + K @ (yi - Hi @ loc[i, 0]), atol=1e-10)
+        np.testing.assert_allclose(V[i, 0], cov[0] - K @ Hi @ cov[0], atol=1e-10)
+
+
+def test_nuts_posterior_matches_closed_form_linear_fixed_hyperparameters():
+    data, _ = simulate(jax.random.key(3), prior="gaussian", n_tasks=3, n_per_task=6)
+    p = data.n_features + 1
+    mean, cov, sigma = np.full(p, 0.5), 0.8 * np.eye(p) + 0.2, 0.7
+    mcmc = MCMC(NUTS(gaussian_prior_model), num_warmup=300, num_samples=1500,
+                num_chains=1, progress_bar=False)
+    mcmc.run(jax.random.key(4), data, mean=mean, cov=cov, noise_scale=sigma)
+    A = np.asarray(mcmc.get_samples(group_by_chain=True)["A"])   # (1, S, T, p)
+    stats = task_statistics(hidden_features(data.X), jnp.asarray(data.y), data.task, 3)
+    _, mu, V = component_evidence(stats, jnp.broadcast_to(mean, (1, 1, p)),
+                                  jnp.linalg.cholesky(cov)[None], jnp.full(3, sigma**2))
+    sd = np.sqrt(np.diagonal(np.asarray(V[:, 0]), axis1=-2, axis2=-1))
+    ess = np.asarray(effective_sample_size(A))
+    # posterior means within 4 Monte Carlo standard errors, variances within 4 sd of their MC error
+    z = (A[0].mean(0) - np.asarray(mu[:, 0])) / (sd / np.sqrt(ess))
+    assert np.all(np.abs(z) < 4), z
+    rel = A[0].var(0) / sd**2 - 1
+    assert np.all(np.abs(rel) < 4 * np.sqrt(2 / ess)), rel
+
+
+@pytest.fixture(scope="module")
+def clustered():
+    return simulate(jax.random.key(5), prior="clustering", n_tasks=30, n_per_task=12,
+                    n_clusters=3, separation=4.0)
+
+
+@pytest.fixture(scope="module")
+def clustered_fit(clustered):
+    with jax.enable_x64(True):
+        return fit_empirical_bayes(clustered[0], prior="clustering", n_clusters=3, n_iter=100)
+
+
+def test_em_recovers_three_well_separated_clusters(clustered, clustered_fit):
+    assert adjusted_rand_index(clustered[1]["labels"], clustered_fit.labels) >= 0.9
+
+
+def test_responsibilities_sum_to_one(clustered_fit):
+    r = np.asarray(clustered_fit.responsibilities)
+    assert r.shape == (30, 3) and np.all(r >= 0)
+    np.testing.assert_allclose(r.sum(1), 1.0, atol=1e-12)
+
+
+def test_em_never_decreases_the_objective_clustering(clustered):
+    data, _ = clustered
+    with jax.enable_x64(True):
+        res = fit_empirical_bayes(data, prior="clustering", n_clusters=3, n_iter=100, n_init=1,
+                                  tol=0.0)
+    obj = res.objective_trace
+    assert obj[-1] - obj[0] > 1.0  # EM actually moved
+    assert np.all(np.diff(obj) >= -1e-9 * np.abs(obj[1:])), np.diff(obj).min()
+
+
+def test_em_never_decreases_the_objective_gating_tanh():
+    data, _ = simulate(jax.random.key(6), prior="gating", n_tasks=12, n_per_task=8,
+                       n_clusters=2, hidden=2)
+    with jax.enable_x64(True):
+        res = fit_empirical_bayes(data, prior="gating", n_clusters=2, hidden=2, n_iter=40,
+                                  n_init=1, tol=0.0, noise="task")
+    obj = res.objective_trace
+    assert obj[-1] > obj[0]
+    assert np.all(np.diff(obj) >= -1e-9 * np.abs(obj[1:])), np.diff(obj).min()
+
+
+def test_gating_with_constant_features_reduces_to_clustering(clustered):
+    data, _ = clustered
+    q = np.array([0.2, 0.3, 0.5])
+    p = data.n_features + 1
+    base = dict(W=None, mean=np.random.default_rng(0).normal(size=(3, p)),
+                cov=np.broadcast_to(0.5 * np.eye(p), (3, p, p)), noise_var=np.full(30, 0.3))
+    ones = np.ones((data.n_tasks, 1))
+    ev_c, joint_c = log_evidence(data, dict(base, log_weights=np.log(q)), prior="clustering")
+    ev_g, joint_g = log_evidence(data, dict(base, gates=np.log(q)[None]), prior="gating",
+                                 task_features=ones, intercept=False)
+    np.testing.assert_allclose(joint_g, joint_c, rtol=1e-6)
+    # and the two EM fits from the same start reach the same evidence and memberships
+    start = dict(base, log_weights=np.log(np.full(3, 1 / 3)), gates=np.zeros((1, 3)))
+    with jax.enable_x64(True):
+        fc = fit_empirical_bayes(data, prior="clustering", n_clusters=3, init=start, n_iter=20)
+        fg = fit_empirical_bayes(data, prior="gating", n_clusters=3, init=start, n_iter=20,
+                                 task_features=ones, intercept=False, gate_l2=0.0,
+                                 gate_steps=200)
+    assert abs(fc.log_evidence - fg.log_evidence) < 1e-3 * abs(fc.log_evidence)
+    np.testing.assert_allclose(fg.responsibilities, fc.responsibilities, atol=0.02)
+
+
+def test_predictions_beat_the_mean_and_predictive_density_is_finite(clustered,
+                                                                      clustered_fit):
+    data = clustered[0]
+    with jax.enable_x64(True):
+        pred = np.asarray(predict(clustered_fit, data))
+        lpd = np.asarray(predictive_log_density(clustered_fit, data))
+    assert pred.shape == (data.n,) and np.all(np.isfinite(lpd))
+    assert np.mean((pred - data.y) ** 2) < 0.5 * np.var(data.y)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(prior="gating", n_clusters=2), "task_features"),
+    (dict(prior="clustering", n_clusters=0), "n_clusters"),
+    (dict(prior="task_mean", task_features=np.ones((5, 2))), "task_features"),
+    (dict(prior="nonsense"), "prior"),
+])
+def test_bad_inputs_raise_clear_errors(kwargs, match):
+    data = TaskData(X=np.ones((4, 1)), y=np.zeros(4), task=[0, 0, 1, 1])
+    with pytest.raises(ValueError, match=match):
+        fit_empirical_bayes(data, **kwargs)
+
+
+def test_missing_targets_raise():
+    data = TaskData(X=np.ones((4, 1)), task=[0, 0, 1, 1])
+    with pytest.raises(ValueError, match="targets"):
+        fit_empirical_bayes(data, prior="gaussian")
