@@ -219,6 +219,17 @@ class TaskData:
             allow_empty_tasks=True,
         )
 
+    @classmethod
+    def for_prediction(cls, X, task, n_tasks: int, **names) -> "TaskData":
+        """Rows to predict: tasks may be empty, and indices past the training tasks are new tasks.
+
+        Examples
+        --------
+        >>> TaskData.for_prediction([[0.5], [0.5]], task=[0, 4], n_tasks=5).n_tasks
+        5
+        """
+        return cls(X=X, task=task, n_tasks=n_tasks, allow_empty_tasks=True, **names)
+
     def without_y(self) -> "TaskData":
         return replace(self, y=None)
 
