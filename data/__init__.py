@@ -1,5 +1,19 @@
 """What is observed: the `TaskData` container, splits and scaling, loaders of real data."""
 
+from bayesmtl.data.datasets import DATASETS, load_dataset, load_exam, load_grunfeld, load_radon
+from bayesmtl.data.tabular import from_csv, from_dataframe
 from bayesmtl.data.taskdata import TaskData
+from bayesmtl.data.transforms import Standardizer, train_test_split
 
-__all__ = ["TaskData"]
+__all__ = [
+    "TaskData",
+    "train_test_split",
+    "Standardizer",
+    "from_dataframe",
+    "from_csv",
+    "load_exam",
+    "load_radon",
+    "load_grunfeld",
+    "load_dataset",
+    "DATASETS",
+]
