@@ -86,8 +86,10 @@ def unpack(value) -> Tree:
 
 
 def as_tree(tree) -> Tree:
-    """Accept a `Tree` or a packed array."""
-    return tree if isinstance(tree, Tree) else unpack(tree)
+    """Accept a `Tree` (numpy or JAX fields) or a packed array."""
+    if isinstance(tree, Tree):
+        return Tree(jnp.asarray(tree.merges), jnp.asarray(tree.times))
+    return unpack(tree)
 
 
 def tree_from_merges(merges, times) -> Tree:
@@ -137,7 +139,8 @@ def parents(tree) -> jax.Array:
     tree = as_tree(tree)
     k = tree.n_leaves
     par = jnp.full(2 * k - 1, -1, jnp.int32)
-    return par.at[tree.merges.reshape(-1)].set(jnp.repeat(k + jnp.arange(k - 1, dtype=jnp.int32), 2))
+    internal = k + jnp.arange(k - 1, dtype=jnp.int32)
+    return par.at[tree.merges.reshape(-1)].set(jnp.repeat(internal, 2))
 
 
 def leaf_membership(tree) -> jax.Array:
@@ -323,7 +326,7 @@ def _sample_tree(key, k: int) -> Tree:
         b = jnp.where(b >= a, b + 1, b)
         lo, hi = jnp.minimum(a, b), jnp.maximum(a, b)
         pair = jnp.sort(jnp.stack([active[a], active[b]]))
-        active = active.at[lo].set(k + i)
+        active = active.at[lo].set((k + i).astype(jnp.int32))
         active = active.at[hi].set(active[m - 1])
         return (active, t), (pair, t)
 
