@@ -1,0 +1,135 @@
+"""Pictures of a fit, saved as PNG: trace, rank, forest of task weights, posterior predictive check.
+
+Trace, rank and posterior-predictive plots come from ArviZ (arviz-plots); the forest of task
+weights is drawn here with one panel per feature and tasks sorted by posterior mean, which stays
+readable for dozens of tasks where a stacked forest does not.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["plot_trace", "plot_rank", "plot_task_forest", "plot_ppc", "save_fit_plots"]
+
+
+def _mpl():
+    import matplotlib
+
+    if matplotlib.get_backend().lower() not in ("agg", "module://matplotlib_inline.backend_inline"):
+        try:
+            matplotlib.use("Agg")
+        except Exception:  # pragma: no cover - an interactive backend already running
+            pass
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _global_vars(idata, limit: int = 6) -> list[str]:
+    """Posterior variables without a ``task`` or ``obs`` dimension (the population level)."""
+    post = idata.posterior
+    names = [v for v, da in post.data_vars.items()
+             if not {"task", "obs", "feature_"} & set(da.dims)]
+    small = [v for v in names if int(np.prod([post[v].sizes[d] for d in post[v].dims[2:]])) <= 12]
+    return (small or names)[:limit]
+
+
+def plot_trace(idata, path: str | Path | None = None, var_names=None):
+    """Trace and marginal densities of the population-level variables (`arviz.plot_trace_dist`)."""
+    import arviz as az
+
+    _mpl()
+    pc = az.plot_trace_dist(idata, var_names=var_names or _global_vars(idata))
+    if path is not None:
+        pc.savefig(str(path))
+    return pc
+
+
+def plot_rank(idata, path: str | Path | None = None, var_names=None):
+    """Rank plots per chain (`arviz.plot_rank`): flat histograms mean well-mixed chains."""
+    import arviz as az
+
+    _mpl()
+    pc = az.plot_rank(idata, var_names=var_names or _global_vars(idata))
+    if path is not None:
+        pc.savefig(str(path))
+    return pc
+
+
+def plot_ppc(idata, path: str | Path | None = None):
+    """Posterior predictive check: replicated against observed distributions of ``y``."""
+    import arviz as az
+
+    _mpl()
+    pc = az.plot_ppc_dist(idata, num_samples=50)
+    if path is not None:
+        pc.savefig(str(path))
+    return pc
+
+
+def plot_task_forest(idata, path: str | Path | None = None, var: str = "w", prob: float = 0.9,
+                     max_tasks: int = 80):
+    """Central ``prob`` intervals of each task's weights, one panel per feature.
+
+    Tasks are sorted by posterior mean within each panel; the dashed line marks the population
+    mean when the posterior has ``mu``.
+    """
+    plt = _mpl()
+    da = idata.posterior[var]
+    if "task" not in da.dims:
+        raise ValueError(f"var: posterior variable {var!r} has no task dimension")
+    extra = [d for d in da.dims if d not in ("chain", "draw", "task")]
+    da = da.stack(sample=("chain", "draw")).transpose("sample", "task", *extra)
+    vals = np.asarray(da.values)
+    if vals.ndim == 2:
+        vals = vals[..., None]
+    tasks = [str(t) for t in da["task"].values]
+    feats = [str(f) for f in da[extra[0]].values] if extra else [var]
+    n_tasks = min(len(tasks), max_tasks)
+    lo_q, hi_q = (1 - prob) / 2, 1 - (1 - prob) / 2
+    fig, axes = plt.subplots(1, len(feats), figsize=(3.0 * len(feats) + 1.2, 0.16 * n_tasks + 1.4),
+                             squeeze=False, sharey=False)
+    mu = idata.posterior["mu"] if "mu" in idata.posterior else None
+    for j, (ax, name) in enumerate(zip(axes[0], feats)):
+        v = vals[:, :n_tasks, j]
+        mean = v.mean(axis=0)
+        lo, hi = np.quantile(v, [lo_q, hi_q], axis=0)
+        order = np.argsort(mean)
+        ypos = np.arange(n_tasks)
+        ax.hlines(ypos, lo[order], hi[order], color="C0", lw=1)
+        ax.plot(mean[order], ypos, "o", ms=2.5, color="C0")
+        if mu is not None and mu.ndim == 3 and j < mu.shape[-1]:
+            ax.axvline(float(mu.values[..., j].mean()), color="k", ls="--", lw=0.8)
+        ax.set_title(name, fontsize=10)
+        if n_tasks <= 40:
+            ax.set_yticks(ypos, [tasks[i] for i in order], fontsize=6)
+        else:
+            ax.set_yticks([])
+            ax.set_ylabel("tasks (sorted)")
+    fig.suptitle(f"{var}: {int(prob * 100)}% intervals per task", fontsize=10)
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(str(path), dpi=110)
+        plt.close(fig)
+    return fig
+
+
+def save_fit_plots(idata, out_dir: str | Path) -> list[str]:
+    """Write ``trace.png``, ``rank.png``, ``forest.png`` and ``ppc.png`` where they apply."""
+    plt = _mpl()
+    out_dir = Path(out_dir)
+    written = []
+    jobs = [("trace.png", plot_trace), ("rank.png", plot_rank)]
+    if "w" in idata.posterior and "task" in idata.posterior["w"].dims:
+        jobs.append(("forest.png", plot_task_forest))
+    if "posterior_predictive" in idata.children:
+        jobs.append(("ppc.png", plot_ppc))
+    for name, fn in jobs:
+        if name == "rank.png" and idata.posterior.sizes.get("chain", 1) < 2:
+            continue
+        fn(idata, out_dir / name)
+        plt.close("all")
+        written.append(name)
+    return written
