@@ -127,7 +127,7 @@ def _model_kwargs(spec, args) -> dict:
 
 def _settings(args) -> dict:
     s = dict(num_chains=args.chains, num_warmup=args.warmup, num_samples=args.samples,
-             seed=args.seed, method=args.method)
+             seed=args.seed, method=args.method, target_accept=args.target_accept)
     if FAST:
         s.update(num_warmup=min(s["num_warmup"], 150), num_samples=min(s["num_samples"], 150))
     return s
@@ -169,7 +169,7 @@ def fit_and_write(spec, data, args, out_dir: Path, *, data_label: str) -> dict:
           f"{data.n} rows, {data.n_tasks} tasks, {data.n_features} features; "
           f"{settings['method'].upper()} in {res.runtime_s:.1f} s.", "", "## Diagnostics", "",
           "```", str(diag), "```", "", "## Population-level posterior", "",
-          "```", table.to_string(), "```", ""]
+          "```", table.round(2).to_string(), "```", ""]
     plots = save_fit_plots(res.idata, out_dir)
     md += ["## Plots", ""] + [f"![{p}]({p})" for p in plots] + [""]
     (out_dir / "summary.md").write_text("\n".join(md))
@@ -267,7 +267,7 @@ def cmd_compare(args) -> int:
         (tmp / "summary.json").write_text(json.dumps(
             {"models": summaries, "compare": json.loads(table.to_json(orient="index"))},
             indent=2, default=_json_default))
-    print(table.to_string())
+    print(table.round(2).to_string())
     print(f"wrote {args.out}")
     return 0
 
@@ -324,7 +324,7 @@ def cmd_demo(args) -> int:
                 f"{s['divergences']} | {s['elpd_loo']:.1f} ({s['elpd_loo_se']:.1f}) | {s['gate']} |"
             )
         lines += ["", "## PSIS-LOO comparison (stacking weights)", "", "```",
-                  table.to_string(), "```", "", "![compare](compare.png)", "",
+                  table.round(2).to_string(), "```", "", "![compare](compare.png)", "",
                   "## Hierarchical model: school weights", "",
                   "![forest](hierarchical/forest.png)", "",
                   "![ppc](hierarchical/ppc.png)", "", "Per-model reports: "
@@ -333,7 +333,7 @@ def cmd_demo(args) -> int:
         (tmp / "summary.json").write_text(json.dumps(
             {"models": summaries, "compare": json.loads(table.to_json(orient="index")),
              "total_s": elapsed}, indent=2, default=_json_default))
-    print(table.to_string())
+    print(table.round(2).to_string())
     print(f"wrote {args.out}/report.md in {elapsed:.0f} s")
     return 0
 
@@ -345,6 +345,8 @@ def _add_sampling(p):
     p.add_argument("--warmup", type=int, default=1000)
     p.add_argument("--samples", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--target-accept", dest="target_accept", type=float, default=0.8,
+                   help="NUTS target acceptance probability (raise it to remove divergences)")
     p.add_argument("--strict", action="store_true", help="exit non-zero if the gate fails")
 
 
@@ -413,6 +415,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default="results/demo")
     d.add_argument("--force", action="store_true")
     _add_sampling(d)
+    d.set_defaults(target_accept=0.95)
     return p
 
 

@@ -198,14 +198,19 @@ def hierarchical(
         _positive(name, v)
     X = _design(data, intercept)
     p = X.shape[1]
+    if p == 0:
+        raise ValueError("data: no inputs and intercept=False; the model has no weights")
     with numpyro.plate("feature", p):
         mu = numpyro.sample("mu", dist.Normal(0.0, mu_scale))
         tau = numpyro.sample("tau", dist.HalfNormal(tau_scale))
-    L = numpyro.sample(
-        "L",
-        dist.LKJCholesky(p, lkj_concentration),
-        infer={"event_dims": ["feature", "feature_"]},
-    )
+    if p >= 2:
+        L = numpyro.sample(
+            "L",
+            dist.LKJCholesky(p, lkj_concentration),
+            infer={"event_dims": ["feature", "feature_"]},
+        )
+    else:  # one coefficient per task: no correlations to learn
+        L = jnp.ones((1, 1))
     scale_tril = tau[..., :, None] * L
     with numpyro.plate("task", data.n_tasks, dim=-1):
         if centered:
@@ -280,9 +285,9 @@ def simulate(
     >>> data.n, truth["w"].shape
     (50, (5, 4))
     """
-    fn = MODELS[model] if isinstance(model, str) else model
     if isinstance(model, str) and model not in MODELS:
         raise ValueError(f"model: unknown model {model!r}; choose from {sorted(MODELS)}")
+    fn = MODELS[model] if isinstance(model, str) else model
     if n_tasks < 1:
         raise ValueError(f"n_tasks: must be >= 1, got {n_tasks}")
     if n_features < 0:
