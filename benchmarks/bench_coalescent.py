@@ -20,19 +20,18 @@ import time
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-
-from bayesmtl.inference.coalescent_greedy import greedy_coalescent  # noqa: E402
-from bayesmtl.inference.latent_hierarchy_em import latent_hierarchy_em  # noqa: E402
-from bayesmtl.models.coalescent import (  # noqa: E402
+import jax
+import jax.numpy as jnp
+import numpy as np
+from bayesmtl.inference.coalescent_greedy import greedy_coalescent
+from bayesmtl.inference.latent_hierarchy_em import latent_hierarchy_em
+from bayesmtl.models.coalescent import (
     KingmanCoalescent,
     brownian_log_likelihood,
     brownian_log_likelihood_dense,
     clades,
 )
-from bayesmtl.models.latent_hierarchy import simulate  # noqa: E402
+from bayesmtl.models.latent_hierarchy import simulate
 
 
 def greedy_scale(k: int, d: int) -> None:
@@ -47,8 +46,10 @@ def likelihood_rate(k: int, d: int, reps: int) -> None:
     tree = KingmanCoalescent(k).sample_tree(jax.random.PRNGKey(0))
     x = jax.random.normal(jax.random.PRNGKey(1), (k, d))
     cov = jnp.eye(d) + 0.1
-    for name, fn in (("messages", brownian_log_likelihood),
-                     ("dense C", brownian_log_likelihood_dense)):
+    for name, fn in (
+        ("messages", brownian_log_likelihood),
+        ("dense C", brownian_log_likelihood_dense),
+    ):
         f = jax.jit(lambda t, x, c, fn=fn: fn(t, x, cov=c))
         f(tree, x, cov).block_until_ready()
         n = reps if name == "messages" else max(reps // 20, 2)
@@ -62,8 +63,9 @@ def likelihood_rate(k: int, d: int, reps: int) -> None:
 def recovery(k: int, d: int, n_per_task: int, seeds: int) -> None:
     for seed in range(seeds):
         key = jax.random.PRNGKey(seed)
-        data, truth = simulate(key, k, n_per_task, d, noise_scale=0.5,
-                               params={"Lambda": np.eye(d), "mu0": np.zeros(d)})
+        data, truth = simulate(
+            key, k, n_per_task, d, noise_scale=0.5, params={"Lambda": np.eye(d), "mu0": np.zeros(d)}
+        )
         true_clades = set(clades(truth["tree"]))
         big = {c for c in true_clades if len(c) >= 2}
         greedy = set(clades(greedy_coalescent(np.asarray(truth["w"]))))
@@ -71,10 +73,12 @@ def recovery(k: int, d: int, n_per_task: int, seeds: int) -> None:
         res = latent_hierarchy_em(data, max_iter=30)
         dt = time.perf_counter() - t0
         em = set(clades(res.tree))
-        recall = lambda found: len(big & found) / len(big)  # noqa: E731
-        print(f"recovery K={k} D={d} n/task={n_per_task} seed={seed}: clade recall greedy(true w)"
-              f" {recall(greedy):.2f}, EM(data) {recall(em):.2f}; EM {res.n_iter} iters in "
-              f"{dt:.1f} s, objective {res.objective[0]:.1f} -> {res.objective[-1]:.1f}")
+        r_greedy, r_em = len(big & greedy) / len(big), len(big & em) / len(big)
+        print(
+            f"recovery K={k} D={d} n/task={n_per_task} seed={seed}: clade recall greedy(true w)"
+            f" {r_greedy:.2f}, EM(data) {r_em:.2f}; EM {res.n_iter} iters in "
+            f"{dt:.1f} s, objective {res.objective[0]:.1f} -> {res.objective[-1]:.1f}"
+        )
 
 
 def main(quick: bool) -> None:

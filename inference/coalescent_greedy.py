@@ -26,13 +26,12 @@ negative).
 
 from __future__ import annotations
 
-import numpy as np
 import jax.numpy as jnp
+import numpy as np
+from bayesmtl.models.coalescent import Tree
 from scipy.linalg import solve_triangular
 
-from bayesmtl.models.coalescent import Tree
-
-__all__ = ["optimal_duration", "greedy_coalescent", "GREEDY_METHODS"]
+__all__ = ["GREEDY_METHODS", "greedy_coalescent", "optimal_duration"]
 
 GREEDY_METHODS = ("maxprob", "rate1")
 

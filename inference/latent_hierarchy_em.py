@@ -28,8 +28,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro.distributions as dist
-from scipy.optimize import minimize
-
 from bayesmtl.data import TaskData
 from bayesmtl.inference.coalescent_greedy import GREEDY_METHODS, greedy_coalescent
 from bayesmtl.models.coalescent import (
@@ -39,8 +37,9 @@ from bayesmtl.models.coalescent import (
     kingman_log_prob,
     upward_messages,
 )
+from scipy.optimize import minimize
 
-__all__ = ["EMResult", "latent_hierarchy_em", "em_objective"]
+__all__ = ["EMResult", "em_objective", "latent_hierarchy_em"]
 
 
 class EMResult(NamedTuple):
@@ -64,37 +63,54 @@ def _loglik(w, x, y, task, noise, likelihood):
     return jnp.sum(dist.Bernoulli(logits=eta).log_prob(y))
 
 
-def em_objective(w, tree, mu0, lam, data: TaskData, *, likelihood="gaussian", noise=1.0,
-                 s2=1.0, root_var=1.0):
+def em_objective(
+    w, tree, mu0, lam, data: TaskData, *, likelihood="gaussian", noise=1.0, s2=1.0, root_var=1.0
+):
     """The joint log density ``F`` that `latent_hierarchy_em` increases (see the module docs)."""
     w = jnp.asarray(w)
     x, y, task = jnp.asarray(data.X, w.dtype), jnp.asarray(data.y, w.dtype), jnp.asarray(data.task)
     tree = as_tree(tree)
-    return _objective(w, tree.merges, jnp.asarray(tree.times, w.dtype), jnp.asarray(mu0, w.dtype),
-                      jnp.asarray(lam, w.dtype), x, y, task, noise, s2, root_var, likelihood)
+    return _objective(
+        w,
+        tree.merges,
+        jnp.asarray(tree.times, w.dtype),
+        jnp.asarray(mu0, w.dtype),
+        jnp.asarray(lam, w.dtype),
+        x,
+        y,
+        task,
+        noise,
+        s2,
+        root_var,
+        likelihood,
+    )
 
 
 @partial(jax.jit, static_argnames=("likelihood",))
 def _objective(w, merges, times, mu0, lam, x, y, task, noise, s2, root_var, likelihood):
     d = w.shape[1]
     tree = Tree(merges, times)
-    return (_loglik(w, x, y, task, noise, likelihood)
-            + brownian_log_likelihood(tree, w, loc=mu0, cov=lam, root_var=root_var)
-            + kingman_log_prob(tree)
-            + dist.MultivariateNormal(jnp.zeros(d), lam).log_prob(mu0)
-            + dist.InverseWishart(d + 1.0, scale_matrix=s2 * jnp.eye(d)).log_prob(lam))
+    return (
+        _loglik(w, x, y, task, noise, likelihood)
+        + brownian_log_likelihood(tree, w, loc=mu0, cov=lam, root_var=root_var)
+        + kingman_log_prob(tree)
+        + dist.MultivariateNormal(jnp.zeros(d), lam).log_prob(mu0)
+        + dist.InverseWishart(d + 1.0, scale_matrix=s2 * jnp.eye(d)).log_prob(lam)
+    )
 
 
 @partial(jax.jit, static_argnames=("likelihood", "iid"))
-def _w_value_and_grad(w_flat, x, y, task, merges, times, mu0, lam, noise, root_var, likelihood,
-                      iid=False):
+def _w_value_and_grad(
+    w_flat, x, y, task, merges, times, mu0, lam, noise, root_var, likelihood, iid=False
+):
     def neg(wf):
         w = wf.reshape(-1, mu0.shape[0])
         if iid:  # initial fit: independent N(0, root_var I) task weights
             prior = -0.5 * jnp.sum(w**2) / root_var
         else:
-            prior = brownian_log_likelihood(Tree(merges, times), w, loc=mu0, cov=lam,
-                                            root_var=root_var)
+            prior = brownian_log_likelihood(
+                Tree(merges, times), w, loc=mu0, cov=lam, root_var=root_var
+            )
         return -(_loglik(w, x, y, task, noise, likelihood) + prior)
 
     return jax.value_and_grad(neg)(w_flat)
@@ -105,12 +121,29 @@ def _update_w(w, tree, mu0, lam, arrays, noise, root_var, likelihood, iid=False)
     k, d = w.shape
 
     def fun(wf):
-        v, g = _w_value_and_grad(jnp.asarray(wf), x, y, task, tree.merges, tree.times, mu0, lam,
-                                 noise, root_var, likelihood, iid)
+        v, g = _w_value_and_grad(
+            jnp.asarray(wf),
+            x,
+            y,
+            task,
+            tree.merges,
+            tree.times,
+            mu0,
+            lam,
+            noise,
+            root_var,
+            likelihood,
+            iid,
+        )
         return float(v), np.asarray(g, dtype=float)
 
-    res = minimize(fun, np.asarray(w, dtype=float).ravel(), jac=True, method="L-BFGS-B",
-                   options={"maxiter": 500, "gtol": 1e-8})
+    res = minimize(
+        fun,
+        np.asarray(w, dtype=float).ravel(),
+        jac=True,
+        method="L-BFGS-B",
+        options={"maxiter": 500, "gtol": 1e-8},
+    )
     return res.x.reshape(k, d)
 
 
@@ -148,10 +181,18 @@ def _check(data, likelihood, noise_scale, s2, root_var, greedy, min_duration, ma
         raise ValueError(f"max_iter: expected a positive int, got {max_iter!r}")
 
 
-def latent_hierarchy_em(data: TaskData, *, likelihood: str = "gaussian",
-                        noise_scale: float | None = None, s2: float = 1.0, root_var: float = 1.0,
-                        greedy: str = "maxprob", min_duration: float = 1e-3, max_iter: int = 30,
-                        tol: float = 1e-6) -> EMResult:
+def latent_hierarchy_em(
+    data: TaskData,
+    *,
+    likelihood: str = "gaussian",
+    noise_scale: float | None = None,
+    s2: float = 1.0,
+    root_var: float = 1.0,
+    greedy: str = "maxprob",
+    min_duration: float = 1e-3,
+    max_iter: int = 30,
+    tol: float = 1e-6,
+) -> EMResult:
     """Fit Daume's mean-sharing latent hierarchy by greedy-tree EM.
 
     Parameters
@@ -187,25 +228,30 @@ def latent_hierarchy_em(data: TaskData, *, likelihood: str = "gaussian",
     """
     _check(data, likelihood, noise_scale, s2, root_var, greedy, min_duration, max_iter)
     with jax.enable_x64(True):
-        return _run(data, likelihood, noise_scale, s2, root_var, greedy, min_duration, max_iter,
-                    tol)
+        return _run(
+            data, likelihood, noise_scale, s2, root_var, greedy, min_duration, max_iter, tol
+        )
 
 
 def _run(data, likelihood, noise_scale, s2, root_var, greedy, min_duration, max_iter, tol):
     k, d = data.n_tasks, data.n_features
-    arrays = (jnp.asarray(data.X, jnp.float64), jnp.asarray(data.y, jnp.float64),
-              jnp.asarray(data.task))
+    arrays = (
+        jnp.asarray(data.X, jnp.float64),
+        jnp.asarray(data.y, jnp.float64),
+        jnp.asarray(data.task),
+    )
     noise = 1.0 if noise_scale is None else float(noise_scale)
     mu0, lam = jnp.zeros(d), s2 * jnp.eye(d)
     star = Tree(jnp.zeros((k - 1, 2), jnp.int32), jnp.ones(k - 1))  # unused by the iid prior
-    w = _update_w(np.zeros((k, d)), star, mu0, lam, arrays, noise, s2 + root_var, likelihood,
-                  iid=True)
+    w = _update_w(
+        np.zeros((k, d)), star, mu0, lam, arrays, noise, s2 + root_var, likelihood, iid=True
+    )
     if likelihood == "gaussian" and noise_scale is None:
         resid = np.asarray(data.y) - np.sum(np.asarray(data.X) * w[np.asarray(data.task)], -1)
         noise = float(max(np.sqrt(np.mean(resid**2) * data.n / max(data.n - k * d, 1)), 1e-3))
     else:
         noise = noise if likelihood == "gaussian" else None
-    kw = dict(likelihood=likelihood, noise=noise, s2=s2, root_var=root_var)
+    kw = {"likelihood": likelihood, "noise": noise, "s2": s2, "root_var": root_var}
 
     def objective(w, tree, mu0, lam):
         return float(em_objective(jnp.asarray(w), tree, mu0, lam, data, **kw))
@@ -231,6 +277,13 @@ def _run(data, likelihood, noise_scale, s2, root_var, greedy, min_duration, max_
         if abs(trace[-1] - trace[-2]) < tol * (1.0 + abs(trace[-1])):
             converged = True
             break
-    return EMResult(tree=Tree(np.asarray(tree.merges), np.asarray(tree.times)), w=np.asarray(w),
-                    mu0=np.asarray(mu0), Lambda=np.asarray(lam), noise=noise,
-                    objective=np.asarray(trace), n_iter=it, converged=converged)
+    return EMResult(
+        tree=Tree(np.asarray(tree.merges), np.asarray(tree.times)),
+        w=np.asarray(w),
+        mu0=np.asarray(mu0),
+        Lambda=np.asarray(lam),
+        noise=noise,
+        objective=np.asarray(trace),
+        n_iter=it,
+        converged=converged,
+    )

@@ -18,13 +18,13 @@ messages, ``log_likelihood = lambda t: brownian_log_likelihood(t, W, cov=Lambda)
 from __future__ import annotations
 
 from collections import Counter
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
-
 from bayesmtl.models.coalescent import Tree, as_tree, clades
 
-__all__ = ["TreeChain", "tree_mcmc", "clade_probabilities"]
+__all__ = ["TreeChain", "clade_probabilities", "tree_mcmc"]
 
 
 class TreeChain(NamedTuple):
@@ -60,8 +60,16 @@ def _from_tree(tree, k):
     return par, np.concatenate([np.zeros(k), times])
 
 
-def tree_mcmc(seed: int, n_leaves: int, *, n_steps: int, log_likelihood: Callable | None = None,
-              init=None, thin: int = 1, root_step: float = 1.0) -> TreeChain:
+def tree_mcmc(
+    seed: int,
+    n_leaves: int,
+    *,
+    n_steps: int,
+    log_likelihood: Callable | None = None,
+    init=None,
+    thin: int = 1,
+    root_step: float = 1.0,
+) -> TreeChain:
     """Run Metropolis-Hastings over ranked trees with times.
 
     Parameters
@@ -123,7 +131,7 @@ def tree_mcmc(seed: int, n_leaves: int, *, n_steps: int, log_likelihood: Callabl
         p = par[j]
         if p != root and p >= 0:
             g = par[p]
-            u = [c for c in np.flatnonzero(par == g) if c != p][0]
+            u = next(c for c in np.flatnonzero(par == g) if c != p)
             if t[u] < t[p]:
                 par2 = par.copy()
                 par2[j], par2[u] = g, p

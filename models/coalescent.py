@@ -37,27 +37,26 @@ import jax.numpy as jnp
 import numpy as np
 from numpyro.distributions import Distribution, constraints
 
-
 __all__ = [
-    "Tree",
-    "pack",
-    "unpack",
-    "as_tree",
-    "tree_from_merges",
-    "node_times",
-    "parents",
-    "leaf_membership",
-    "clades",
-    "to_newick",
-    "ranked_histories",
+    "BrownianTree",
     "KingmanCoalescent",
-    "kingman_log_prob",
-    "tree_covariance",
     "Messages",
-    "upward_messages",
+    "Tree",
+    "as_tree",
     "brownian_log_likelihood",
     "brownian_log_likelihood_dense",
-    "BrownianTree",
+    "clades",
+    "kingman_log_prob",
+    "leaf_membership",
+    "node_times",
+    "pack",
+    "parents",
+    "ranked_histories",
+    "to_newick",
+    "tree_covariance",
+    "tree_from_merges",
+    "unpack",
+    "upward_messages",
 ]
 
 
@@ -279,7 +278,7 @@ class KingmanCoalescent(Distribution):
     ((4, 3), True)
     """
 
-    arg_constraints: dict = {}
+    arg_constraints: dict = {}  # noqa: RUF012  (NumPyro's convention)
     pytree_aux_fields = ("n_leaves",)
 
     def __init__(self, n_leaves: int, *, validate_args=None):
@@ -288,8 +287,9 @@ class KingmanCoalescent(Distribution):
         if n_leaves < 2:
             raise ValueError(f"n_leaves: a tree needs at least 2 leaves (tasks), got {n_leaves}")
         self.n_leaves = int(n_leaves)
-        super().__init__(batch_shape=(), event_shape=(self.n_leaves - 1, 3),
-                         validate_args=validate_args)
+        super().__init__(
+            batch_shape=(), event_shape=(self.n_leaves - 1, 3), validate_args=validate_args
+        )
 
     @constraints.dependent_property(is_discrete=True, event_dim=2)
     def support(self):
@@ -480,7 +480,10 @@ class BrownianTree(Distribution):
     (3, 2)
     """
 
-    arg_constraints = {"loc": constraints.real_vector, "cov": constraints.positive_definite}
+    arg_constraints = {
+        "loc": constraints.real_vector,  # noqa: RUF012
+        "cov": constraints.positive_definite,
+    }
     support = constraints.independent(constraints.real, 2)
     pytree_data_fields = ("tree", "loc", "cov", "root_var")
 
@@ -490,8 +493,9 @@ class BrownianTree(Distribution):
         self.cov = jnp.asarray(cov)
         self.root_var = root_var
         k = self.tree.merges.shape[0] + 1
-        super().__init__(batch_shape=(), event_shape=(k, self.cov.shape[-1]),
-                         validate_args=validate_args)
+        super().__init__(
+            batch_shape=(), event_shape=(k, self.cov.shape[-1]), validate_args=validate_args
+        )
 
     def sample(self, key, sample_shape=()):
         n = int(np.prod(sample_shape)) if sample_shape else 1
@@ -514,5 +518,6 @@ class BrownianTree(Distribution):
         return vals[:k]
 
     def log_prob(self, value):
-        return brownian_log_likelihood(self.tree, value, loc=self.loc, cov=self.cov,
-                                       root_var=self.root_var)
+        return brownian_log_likelihood(
+            self.tree, value, loc=self.loc, cov=self.cov, root_var=self.root_var
+        )

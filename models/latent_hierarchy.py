@@ -26,12 +26,17 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro
 import numpyro.distributions as dist
+from bayesmtl.data import TaskData
+from bayesmtl.models.coalescent import (
+    BrownianTree,
+    KingmanCoalescent,
+    Tree,
+    as_tree,
+    tree_covariance,
+)
 from numpyro import handlers
 
-from bayesmtl.data import TaskData
-from bayesmtl.models.coalescent import BrownianTree, KingmanCoalescent, Tree, as_tree, tree_covariance
-
-__all__ = ["mean_sharing", "covariance_sharing", "simulate", "LIKELIHOODS"]
+__all__ = ["LIKELIHOODS", "covariance_sharing", "mean_sharing", "simulate"]
 
 LIKELIHOODS = ("gaussian", "bernoulli")
 
@@ -79,8 +84,9 @@ def _likelihood(data, w, likelihood, noise_scale, y):
     eta = jnp.sum(jnp.asarray(data.X) * w[jnp.asarray(data.task)], axis=-1)
     y = data.y if y is None else y
     if likelihood == "gaussian":
-        noise = (numpyro.sample("noise", dist.HalfNormal(1.0)) if noise_scale is None
-                 else noise_scale)
+        noise = (
+            numpyro.sample("noise", dist.HalfNormal(1.0)) if noise_scale is None else noise_scale
+        )
         obs_dist = dist.Normal(eta, noise)
     else:
         obs_dist = dist.Bernoulli(logits=eta)
@@ -92,9 +98,17 @@ def _iw(d, scale):
     return dist.InverseWishart(d + 1.0, scale_matrix=scale * jnp.eye(d))
 
 
-def mean_sharing(data: TaskData, *, tree, likelihood: str = "gaussian", s2: float = 1.0,
-                 root_var: float = 1.0, noise_scale: float | None = None,
-                 centered: bool = False, y=None):
+def mean_sharing(
+    data: TaskData,
+    *,
+    tree,
+    likelihood: str = "gaussian",
+    s2: float = 1.0,
+    root_var: float = 1.0,
+    noise_scale: float | None = None,
+    centered: bool = False,
+    y=None,
+):
     """Daume's mean-sharing model: task weights are the leaves of a Brownian tree.
 
     Parameters
@@ -134,9 +148,17 @@ def mean_sharing(data: TaskData, *, tree, likelihood: str = "gaussian", s2: floa
     _likelihood(data, w, likelihood, noise_scale, y)
 
 
-def covariance_sharing(data: TaskData, *, tree, likelihood: str = "gaussian", s2: float = 1.0,
-                       root_var: float = 1.0, noise_scale: float | None = None,
-                       centered: bool = False, y=None):
+def covariance_sharing(
+    data: TaskData,
+    *,
+    tree,
+    likelihood: str = "gaussian",
+    s2: float = 1.0,
+    root_var: float = 1.0,
+    noise_scale: float | None = None,
+    centered: bool = False,
+    y=None,
+):
     """Daume's covariance-sharing model: log standard deviations diffuse down the tree.
 
     ``w_k ~ N(0, diag(exp S_k) R diag(exp S_k))`` with ``R`` the correlation of an ``IW(I, D+1)``
@@ -160,8 +182,9 @@ def covariance_sharing(data: TaskData, *, tree, likelihood: str = "gaussian", s2
     sd = jnp.sqrt(jnp.diagonal(sigma))
     r = numpyro.deterministic("R", sigma / sd[:, None] / sd[None, :])
     lam = numpyro.sample("Lambda", _iw(d, s2))
-    s = _tree_gaussian("log_scale", tree, jnp.zeros(d), jnp.linalg.cholesky(lam), k, d, root_var,
-                       centered)
+    s = _tree_gaussian(
+        "log_scale", tree, jnp.zeros(d), jnp.linalg.cholesky(lam), k, d, root_var, centered
+    )
     with numpyro.plate("task", k, dim=-2), numpyro.plate("feature", d, dim=-1):
         z = numpyro.sample("w_z", dist.Normal(0.0, 1.0))
     r_chol = jnp.linalg.cholesky(r + 1e-6 * jnp.eye(d))
@@ -169,9 +192,20 @@ def covariance_sharing(data: TaskData, *, tree, likelihood: str = "gaussian", s2
     _likelihood(data, w, likelihood, noise_scale, y)
 
 
-def simulate(key, n_tasks: int, n_per_task: int, n_features: int, *, model: str = "mean",
-             likelihood: str = "gaussian", tree=None, s2: float = 1.0, root_var: float = 1.0,
-             noise_scale: float = 0.5, params: dict | None = None):
+def simulate(
+    key,
+    n_tasks: int,
+    n_per_task: int,
+    n_features: int,
+    *,
+    model: str = "mean",
+    likelihood: str = "gaussian",
+    tree=None,
+    s2: float = 1.0,
+    root_var: float = 1.0,
+    noise_scale: float = 0.5,
+    params: dict | None = None,
+):
     """Draw a task family from a latent hierarchy: a tree, task weights, inputs and targets.
 
     Parameters
@@ -217,12 +251,20 @@ def simulate(key, n_tasks: int, n_per_task: int, n_features: int, *, model: str 
     task = np.repeat(np.arange(n_tasks), n_per_task)
     data = TaskData(X=np.asarray(x), task=task, n_tasks=n_tasks)
     fn = mean_sharing if model == "mean" else covariance_sharing
-    kw = dict(tree=tree, likelihood=likelihood, s2=s2, root_var=root_var,
-              noise_scale=noise_scale if likelihood == "gaussian" else None)
+    kw = {
+        "tree": tree,
+        "likelihood": likelihood,
+        "s2": s2,
+        "root_var": root_var,
+        "noise_scale": noise_scale if likelihood == "gaussian" else None,
+    }
     conditioned = handlers.condition(fn, data=params or {})
     tr = handlers.trace(handlers.seed(conditioned, k_model)).get_trace(data, **kw)
-    truth = {name: site["value"] for name, site in tr.items()
-             if site["type"] in ("sample", "deterministic") and name != "y"}
+    truth = {
+        name: site["value"]
+        for name, site in tr.items()
+        if site["type"] in ("sample", "deterministic") and name != "y"
+    }
     truth["tree"] = tree
     if likelihood == "gaussian":
         truth["noise"] = noise_scale

@@ -2,11 +2,10 @@
 
 import numpy as np
 import pytest
-from scipy.optimize import minimize_scalar
-from scipy.stats import multivariate_normal
-
 from bayesmtl.inference.coalescent_greedy import greedy_coalescent, optimal_duration
 from bayesmtl.models.coalescent import clades, tree_from_merges
+from scipy.optimize import minimize_scalar
+from scipy.stats import multivariate_normal
 
 
 def _numeric_best(q, a, rate, dim):
@@ -15,13 +14,14 @@ def _numeric_best(q, a, rate, dim):
         s = a + 2 * delta
         return rate * delta + 0.5 * dim * np.log(2 * np.pi * s) + 0.5 * q / s
 
-    res = minimize_scalar(neg, bounds=(0.0, 50.0), method="bounded",
-                          options={"xatol": 1e-10})
+    res = minimize_scalar(neg, bounds=(0.0, 50.0), method="bounded", options={"xatol": 1e-10})
     return res.x, -res.fun
 
 
-@pytest.mark.parametrize("q,a,rate,dim", [(4.0, 0.0, 1.0, 1), (30.0, 0.3, 6.0, 5),
-                                          (2.5, 1.2, 3.0, 2), (0.01, 2.0, 10.0, 3)])
+@pytest.mark.parametrize(
+    "q,a,rate,dim",
+    [(4.0, 0.0, 1.0, 1), (30.0, 0.3, 6.0, 5), (2.5, 1.2, 3.0, 2), (0.01, 2.0, 10.0, 3)],
+)
 def test_closed_form_duration_matches_numerical_optimiser(q, a, rate, dim):
     closed = float(optimal_duration(q, a, rate=rate, dim=dim))
     numeric, _ = _numeric_best(q, a, rate, dim)
@@ -39,12 +39,14 @@ def test_maxprob_first_merge_is_bruteforce_best_pair():
     for i in range(k):
         for j in range(i + 1, k):
             # independent score: numeric optimum over delta with scipy's Gaussian density
-            def neg(delta):
+            def neg(delta, i=i, j=j):
                 return c * delta - multivariate_normal(np.zeros(dim), 2 * delta * cov).logpdf(
-                    x[i] - x[j])
+                    x[i] - x[j]
+                )
 
-            r = minimize_scalar(neg, bounds=(1e-9, 20.0), method="bounded",
-                                options={"xatol": 1e-10})
+            r = minimize_scalar(
+                neg, bounds=(1e-9, 20.0), method="bounded", options={"xatol": 1e-10}
+            )
             if -r.fun > best_score:
                 best, best_score, best_t = [i, j], -r.fun, r.x
     assert np.asarray(tree.merges[0]).tolist() == best

@@ -4,22 +4,30 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from scipy import stats
-
 from bayesmtl.data import TaskData
 from bayesmtl.inference.latent_hierarchy_em import em_objective, latent_hierarchy_em
 from bayesmtl.models.coalescent import clades, kingman_log_prob, tree_covariance, tree_from_merges
 from bayesmtl.models.latent_hierarchy import simulate
+from scipy import stats
 
 # two well-separated clades {0,1,2,3} and {4,5,6,7}: within-clade merges by t = 0.3, root at 3
-TREE8 = tree_from_merges([[0, 1], [4, 5], [2, 3], [6, 7], [8, 10], [9, 11], [12, 13]],
-                         [0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 3.0])
+TREE8 = tree_from_merges(
+    [[0, 1], [4, 5], [2, 3], [6, 7], [8, 10], [9, 11], [12, 13]],
+    [0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 3.0],
+)
 
 
 @pytest.fixture(scope="module")
 def fitted():
-    data, truth = simulate(jax.random.PRNGKey(0), 8, 30, 3, tree=TREE8, noise_scale=0.3,
-                           params={"Lambda": np.eye(3), "mu0": np.zeros(3)})
+    data, truth = simulate(
+        jax.random.PRNGKey(0),
+        8,
+        30,
+        3,
+        tree=TREE8,
+        noise_scale=0.3,
+        params={"Lambda": np.eye(3), "mu0": np.zeros(3)},
+    )
     return data, truth, latent_hierarchy_em(data, max_iter=20)
 
 
@@ -43,8 +51,11 @@ def test_objective_is_the_documented_joint_density(fitted):
     w, lam, mu0 = res.w, res.Lambda, res.mu0
     k, d = w.shape
     with jax.enable_x64(True):
-        f = float(em_objective(jnp.asarray(w), res.tree, jnp.asarray(mu0), jnp.asarray(lam), data,
-                               noise=res.noise))
+        f = float(
+            em_objective(
+                jnp.asarray(w), res.tree, jnp.asarray(mu0), jnp.asarray(lam), data, noise=res.noise
+            )
+        )
         kingman = float(kingman_log_prob(res.tree))
         c = np.asarray(tree_covariance(res.tree, 1.0))
     # independent pieces: scipy densities and the dense matrix-normal covariance C kron Lambda
@@ -59,9 +70,18 @@ def test_objective_is_the_documented_joint_density(fitted):
 def test_parameter_step_is_the_joint_mode(fitted):
     data, _, res = fitted
     with jax.enable_x64(True):
+
         def f(mu0, lam):
-            return float(em_objective(jnp.asarray(res.w), res.tree, jnp.asarray(mu0),
-                                      jnp.asarray(lam), data, noise=res.noise))
+            return float(
+                em_objective(
+                    jnp.asarray(res.w),
+                    res.tree,
+                    jnp.asarray(mu0),
+                    jnp.asarray(lam),
+                    data,
+                    noise=res.noise,
+                )
+            )
 
         best = f(res.mu0, res.Lambda)
         rng = np.random.default_rng(0)
@@ -73,8 +93,14 @@ def test_parameter_step_is_the_joint_mode(fitted):
 
 
 def test_bernoulli_em_objective_non_decreasing():
-    data, truth = simulate(jax.random.PRNGKey(1), 4, 40, 2, likelihood="bernoulli",
-                           tree=tree_from_merges([[0, 1], [2, 3], [4, 5]], [0.1, 0.2, 3.0]))
+    data, _ = simulate(
+        jax.random.PRNGKey(1),
+        4,
+        40,
+        2,
+        likelihood="bernoulli",
+        tree=tree_from_merges([[0, 1], [2, 3], [4, 5]], [0.1, 0.2, 3.0]),
+    )
     res = latent_hierarchy_em(data, likelihood="bernoulli", greedy="rate1", max_iter=10)
     assert res.noise is None and res.w.shape == (4, 2)
     assert np.all(np.diff(res.objective) >= -1e-8 * np.abs(res.objective[1:]))

@@ -7,7 +7,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 from bayesmtl.models.coalescent import (
     BrownianTree,
     KingmanCoalescent,
@@ -106,16 +105,24 @@ def test_tree_covariance_closed_form_and_newick():
 def test_message_passing_matches_dense_matrix_normal():
     k, d = 7, 3
     with jax.enable_x64(True):
-        fast_fn = jax.jit(lambda t, x, loc, cov: brownian_log_likelihood(
-            t, x, loc=loc, cov=cov, root_var=0.7))
-        dense_fn = jax.jit(lambda t, x, loc, cov: brownian_log_likelihood_dense(
-            t, x, loc=loc, cov=cov, root_var=0.7))
+        fast_fn = jax.jit(
+            lambda t, x, loc, cov: brownian_log_likelihood(t, x, loc=loc, cov=cov, root_var=0.7)
+        )
+        dense_fn = jax.jit(
+            lambda t, x, loc, cov: brownian_log_likelihood_dense(
+                t, x, loc=loc, cov=cov, root_var=0.7
+            )
+        )
         rng = np.random.default_rng(0)
         for seed in range(3):
             tree = KingmanCoalescent(k).sample_tree(jax.random.PRNGKey(seed))
             a = rng.normal(size=(d, d))
-            args = (tree, jnp.asarray(rng.normal(size=(k, d)) * 2), jnp.asarray(rng.normal(size=d)),
-                    jnp.asarray(a @ a.T + 0.5 * np.eye(d)))
+            args = (
+                tree,
+                jnp.asarray(rng.normal(size=(k, d)) * 2),
+                jnp.asarray(rng.normal(size=d)),
+                jnp.asarray(a @ a.T + 0.5 * np.eye(d)),
+            )
             assert float(fast_fn(*args)) == pytest.approx(float(dense_fn(*args)), abs=1e-8, rel=0)
 
 

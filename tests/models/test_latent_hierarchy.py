@@ -4,14 +4,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from bayesmtl.data import TaskData
+from bayesmtl.models.coalescent import tree_covariance, tree_from_merges
+from bayesmtl.models.latent_hierarchy import covariance_sharing, mean_sharing, simulate
 from numpyro import handlers
 from numpyro.infer import MCMC, NUTS, Predictive
 from numpyro.infer.util import log_density
 from scipy import stats
-
-from bayesmtl.data import TaskData
-from bayesmtl.models.coalescent import tree_covariance, tree_from_merges
-from bayesmtl.models.latent_hierarchy import covariance_sharing, mean_sharing, simulate
 
 TREE4 = tree_from_merges([[0, 1], [2, 3], [4, 5]], [0.2, 0.4, 1.5])  # ((0,1),(2,3))
 MODELS = {"mean": mean_sharing, "covariance": covariance_sharing}
@@ -25,10 +24,14 @@ def test_simulate_shapes_and_finite_log_density(model, likelihood):
     assert truth["w"].shape == (4, 2) and truth["tree"].n_leaves == 4
     if likelihood == "bernoulli":
         assert set(np.unique(data.y)) <= {0.0, 1.0}
-    latent = {k: v for k, v in truth.items() if k.endswith("_z") or k in ("Lambda", "mu0",
-                                                                          "Sigma_R")}
-    kw = dict(tree=truth["tree"], likelihood=likelihood,
-              noise_scale=0.5 if likelihood == "gaussian" else None)
+    latent = {
+        k: v for k, v in truth.items() if k.endswith("_z") or k in ("Lambda", "mu0", "Sigma_R")
+    }
+    kw = {
+        "tree": truth["tree"],
+        "likelihood": likelihood,
+        "noise_scale": 0.5 if likelihood == "gaussian" else None,
+    }
     lp, tr = log_density(MODELS[model], (data,), kw, latent)
     assert np.isfinite(float(lp))
     np.testing.assert_allclose(tr["w"]["value"], truth["w"], rtol=1e-5, atol=1e-5)
@@ -39,8 +42,9 @@ def test_mean_sharing_weights_have_covariance_c_kron_lambda():
     data = TaskData(X=np.zeros((4, 2)), task=[0, 1, 2, 3])
     model = handlers.condition(mean_sharing, data={"Lambda": lam, "mu0": jnp.array([1.0, -1.0])})
     draws = 6000
-    w = Predictive(model, num_samples=draws)(jax.random.PRNGKey(1), data, tree=TREE4,
-                                             root_var=0.3, noise_scale=1.0)["w"]
+    w = Predictive(model, num_samples=draws)(
+        jax.random.PRNGKey(1), data, tree=TREE4, root_var=0.3, noise_scale=1.0
+    )["w"]
     w = np.asarray(w, dtype=float).reshape(draws, -1)
     expected = np.kron(np.asarray(tree_covariance(TREE4, 0.3)), np.asarray(lam))
     # sample-covariance sd <= sqrt(2 * 1.8^2 / 6000) ~ 0.033; 4 sd
@@ -51,8 +55,9 @@ def test_mean_sharing_weights_have_covariance_c_kron_lambda():
 def test_covariance_sharing_correlations_marginally_uniform():
     # Barnard-McCulloch-Meng: the correlation of IW(I, D+1) has uniform(-1, 1) marginals.
     data = TaskData(X=np.zeros((4, 3)), task=[0, 1, 2, 3])
-    r = Predictive(covariance_sharing, num_samples=3000)(jax.random.PRNGKey(2), data, tree=TREE4,
-                                                         noise_scale=1.0)["R"]
+    r = Predictive(covariance_sharing, num_samples=3000)(
+        jax.random.PRNGKey(2), data, tree=TREE4, noise_scale=1.0
+    )["R"]
     for i, j in [(0, 1), (1, 2)]:
         rij = np.asarray(r[:, i, j], dtype=float)
         assert stats.kstest(rij, stats.uniform(-1, 2).cdf).pvalue > 1e-3
