@@ -481,7 +481,7 @@ class BrownianTree(Distribution):
     """
 
     arg_constraints = {
-        "loc": constraints.real_vector,  # noqa: RUF012
+        "loc": constraints.real_vector,
         "cov": constraints.positive_definite,
     }
     support = constraints.independent(constraints.real, 2)
