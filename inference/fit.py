@@ -26,7 +26,7 @@ from bayesmtl.data.taskdata import TaskData
 from bayesmtl.inference.runtime import quiet
 from bayesmtl.inference.svi import SVIFit, run_svi
 
-__all__ = ["FitResult", "fit", "to_datatree", "METHODS"]
+__all__ = ["FitResult", "fit", "sample_nuts", "to_datatree", "METHODS"]
 
 METHODS = ("nuts", "svi")
 
@@ -168,6 +168,49 @@ def _freeze(kwargs: dict):
         return None
 
 
+def sample_nuts(
+    model: Callable,
+    data: TaskData,
+    model_kwargs: dict,
+    *,
+    key: jax.Array,
+    num_chains: int,
+    num_warmup: int,
+    num_samples: int,
+    target_accept: float = 0.8,
+    max_tree_depth: int = 10,
+    dense_mass: bool = False,
+    chain_method: str | None = None,
+    progress_bar: bool = False,
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """NUTS draws ``(chain, draw, ...)`` and sampler statistics, with no DataTree.
+
+    The compiled kernel is cached per (model, options, sizes) and reused for new data of the same
+    shapes (``jit_model_args=True``), which is what makes SBC and refits cheap.
+    """
+    if chain_method is None:
+        chain_method = "parallel" if jax.local_device_count() >= num_chains else "sequential"
+    frozen = _freeze(model_kwargs)
+    args = (num_chains, num_warmup, num_samples, float(target_accept), int(max_tree_depth),
+            chain_method, bool(progress_bar), bool(dense_mass))
+    if frozen is not None:
+        mcmc = _mcmc(model, frozen, *args)
+    else:
+        mcmc = _mcmc.__wrapped__(model, tuple(model_kwargs.items()), *args)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="There are not enough devices")
+        mcmc.run(key, data, extra_fields=("diverging", "energy", "num_steps", "accept_prob"))
+    samples = {k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()}
+    extra = mcmc.get_extra_fields(group_by_chain=True)
+    stats = {
+        "diverging": np.asarray(extra["diverging"]),
+        "energy": np.asarray(extra["energy"]),
+        "n_steps": np.asarray(extra["num_steps"]),
+        "acceptance_rate": np.asarray(extra["accept_prob"]),
+    }
+    return samples, stats
+
+
 def fit(
     model: Callable,
     data: TaskData,
@@ -253,27 +296,11 @@ def fit(
     t0 = time.perf_counter()
     svi_fit = None
     if method == "nuts":
-        if chain_method is None:
-            chain_method = "parallel" if jax.local_device_count() >= num_chains else "sequential"
-        frozen = _freeze(kwargs)
-        args = (num_chains, num_warmup, num_samples, float(target_accept), int(max_tree_depth),
-                chain_method, bool(progress_bar), bool(dense_mass))
-        if frozen is not None:
-            mcmc = _mcmc(model, frozen, *args)
-        else:
-            mcmc = _mcmc.__wrapped__(model, tuple(kwargs.items()), *args)
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="There are not enough devices")
-            mcmc.run(k_run, data, extra_fields=("diverging", "energy", "num_steps",
-                                                "accept_prob"))
-        samples = {k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()}
-        extra = mcmc.get_extra_fields(group_by_chain=True)
-        stats = {
-            "diverging": np.asarray(extra["diverging"]),
-            "energy": np.asarray(extra["energy"]),
-            "n_steps": np.asarray(extra["num_steps"]),
-            "acceptance_rate": np.asarray(extra["accept_prob"]),
-        }
+        samples, stats = sample_nuts(
+            model, data, kwargs, key=k_run, num_chains=num_chains, num_warmup=num_warmup,
+            num_samples=num_samples, target_accept=target_accept, max_tree_depth=max_tree_depth,
+            dense_mass=dense_mass, chain_method=chain_method, progress_bar=progress_bar,
+        )
     else:
         svi_fit = run_svi(
             model, data, key=k_run, model_kwargs=kwargs, guide=guide, max_steps=svi_steps,

@@ -118,16 +118,16 @@ def _chi2_uniform(ranks: np.ndarray, max_rank: int, bins: int) -> float:
 
 
 def _one_simulation(job: dict) -> dict:
-    from bayesmtl.inference.fit import fit
+    from bayesmtl.inference.fit import sample_nuts
 
     key = jax.random.key(job["seed"])
     data, truth = job["simulate"](key)
-    res = fit(
-        job["model"], data, method="nuts", num_chains=1, num_warmup=job["num_warmup"],
-        num_samples=job["num_samples"], seed=job["seed"] + 1, model_kwargs=job["model_kwargs"],
-        chain_method="sequential", progress_bar=False, posterior_predictive=False,
+    samples, _ = sample_nuts(
+        job["model"], data, job["model_kwargs"], key=jax.random.key(job["seed"] + 1),
+        num_chains=1, num_warmup=job["num_warmup"], num_samples=job["num_samples"],
+        chain_method="sequential",
     )
-    draws = res.flat_samples()
+    draws = {k: v[0] for k, v in samples.items()}
     if job["var_names"] is not None:
         draws = {k: v for k, v in draws.items() if k in job["var_names"]}
     return rank_statistics(draws, truth, thin=job["thin"], num_ranks=job["num_ranks"])
