@@ -1,4 +1,72 @@
-"""bayesmtl: a probabilistic-programming model zoo for Bayesian multitask learning."""
+"""bayesmtl: a probabilistic-programming model zoo for Bayesian multitask learning.
+
+The public API in one place::
+
+    import bayesmtl as bm
+    data = bm.load_exam()
+    result = bm.fit(bm.models.hierarchical.hierarchical, data)
+    bm.diagnose(result)
+
+Subpackages: `bayesmtl.data` (what is observed), `bayesmtl.models` (what is believed),
+`bayesmtl.inference` (how beliefs are updated).
+"""
+
+from bayesmtl import data, inference, models
+from bayesmtl.data import (
+    Standardizer,
+    TaskData,
+    from_csv,
+    from_dataframe,
+    load_dataset,
+    load_exam,
+    load_grunfeld,
+    load_radon,
+    train_test_split,
+)
+from bayesmtl.inference import (
+    Diagnostics,
+    DiagnosticsError,
+    DiagnosticsWarning,
+    FitResult,
+    SBCResult,
+    compare,
+    diagnose,
+    fit,
+    map_processes,
+    predict,
+    sbc,
+)
+from bayesmtl.inference.runtime import configure
+from bayesmtl.registry import MODELS, get_model
 
 __version__ = "0.1.0"
-__all__ = ["__version__"]
+
+__all__ = [
+    "__version__",
+    "data",
+    "models",
+    "inference",
+    "TaskData",
+    "train_test_split",
+    "Standardizer",
+    "from_dataframe",
+    "from_csv",
+    "load_dataset",
+    "load_exam",
+    "load_radon",
+    "load_grunfeld",
+    "fit",
+    "FitResult",
+    "diagnose",
+    "Diagnostics",
+    "DiagnosticsError",
+    "DiagnosticsWarning",
+    "predict",
+    "compare",
+    "sbc",
+    "SBCResult",
+    "map_processes",
+    "configure",
+    "MODELS",
+    "get_model",
+]

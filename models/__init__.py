@@ -1,3 +1,8 @@
-"""What is believed: generative NumPyro models, one module per method family."""
+"""What is believed: generative NumPyro models, one module per method family.
 
-__all__: list[str] = []
+* `hierarchical`: pooled, independent and hierarchical multitask linear models.
+"""
+
+from bayesmtl.models import hierarchical
+
+__all__ = ["hierarchical"]

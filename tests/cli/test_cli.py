@@ -1,0 +1,115 @@
+"""CLI round trips, in-process (BAYESMTL_FAST shrinks sampling; set by tests/conftest.py)."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+
+from bayesmtl.cli import main
+
+
+def run(*argv):
+    return main([str(a) for a in argv])
+
+
+def test_list(capsys):
+    assert run("list") == 0
+    out = capsys.readouterr().out
+    for word in ["hierarchical", "exam", "radon", "grunfeld", "nuts", "svi"]:
+        assert word in out
+
+
+@pytest.fixture(scope="module")
+def simulated(tmp_path_factory):
+    d = tmp_path_factory.mktemp("sim")
+    csv = d / "tasks.csv"
+    assert run("simulate", "--model", "hierarchical", "--tasks", 6, "--per-task", 15,
+               "--features", 1, "--seed", 3, "--out", csv) == 0
+    return csv
+
+
+def test_simulate_writes_csv_and_truth(simulated):
+    df = pd.read_csv(simulated)
+    assert list(df.columns) == ["task", "x0", "y"] and len(df) == 90
+    truth = json.loads(simulated.with_suffix(".truth.json").read_text())
+    assert np.asarray(truth["w"]).shape == (6, 2)
+
+
+def test_simulate_refuses_to_overwrite(simulated, capsys):
+    before = simulated.read_text()
+    assert run("simulate", "--model", "pooled", "--out", simulated) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert simulated.read_text() == before
+
+
+def test_fit_csv_round_trip(simulated, tmp_path):
+    out = tmp_path / "fit"
+    assert run("fit", "--model", "hierarchical", "--data", simulated, "--task-col", "task",
+               "--target", "y", "--features", "x0", "--chains", 2, "--out", out) == 0
+    names = {p.name for p in out.iterdir()}
+    assert {"posterior.nc", "summary.json", "summary.md", "trace.png", "rank.png",
+            "forest.png", "ppc.png"} <= names
+    s = json.loads((out / "summary.json").read_text())
+    for key in ["max_rhat", "min_ess_bulk", "min_ess_tail", "divergences", "elpd_loo",
+                "runtime_s", "gate"]:
+        assert key in s
+    assert 0.99 < s["max_rhat"] < 1.2 and s["min_ess_bulk"] > 20 and s["runtime_s"] > 0
+    assert s["gate"] in ("pass", "fail") and np.isfinite(s["elpd_loo"])
+    # The true population mean lies inside the posterior's range.
+    truth = json.loads(simulated.with_suffix(".truth.json").read_text())
+    post = xr.open_datatree(out / "posterior.nc", engine="h5netcdf")["posterior"]
+    mu = post["mu"].values.reshape(-1, 2)
+    assert np.all((mu.min(0) < truth["mu"]) & (truth["mu"] < mu.max(0)))
+    # A second run into the same folder needs --force; with it, the folder is replaced.
+    assert run("fit", "--model", "pooled", "--data", simulated, "--task-col", "task",
+               "--target", "y", "--out", out) == 2
+    assert run("fit", "--model", "pooled", "--data", simulated, "--task-col", "task",
+               "--target", "y", "--chains", 1, "--out", out, "--force") == 0
+    assert json.loads((out / "summary.json").read_text())["model"] == "pooled"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp left
+
+
+def test_fit_svi_on_a_synthetic_spec(tmp_path):
+    out = tmp_path / "svi"
+    assert run("fit", "--model", "pooled", "--data", "synthetic:pooled?tasks=3&per_task=10",
+               "--method", "svi", "--out", out) == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert s["method"] == "svi" and s["svi_pareto_k"] is not None
+
+
+def test_compare_writes_table(tmp_path):
+    out = tmp_path / "cmp"
+    assert run("compare", "--models", "pooled,hierarchical", "--data",
+               "synthetic:hierarchical?tasks=5&per_task=10&seed=2", "--chains", 1,
+               "--out", out) == 0
+    table = pd.read_csv(out / "compare.csv", index_col=0)
+    assert set(table.index) == {"pooled", "hierarchical"}
+    assert (out / "compare.png").exists() and (out / "pooled" / "summary.json").exists()
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["fit", "--model", "nope", "--data", "exam", "--out", "x"], "model: unknown model"),
+        (["fit", "--model", "pooled", "--data", "nope", "--out", "x"], "--data: 'nope'"),
+        (["fit", "--model", "pooled", "--data", "missing.csv", "--out", "x"], "no such file"),
+        (["fit", "--model", "pooled", "--data", "synthetic:pooled?bogus=1", "--out", "x"],
+         "unknown synthetic option"),
+        (["compare", "--models", "pooled", "--data", "exam", "--out", "x"], "at least two"),
+    ],
+)
+def test_bad_arguments_exit_2_with_a_clear_message(argv, message, capsys, tmp_path,
+                                                   monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_sbc_command(tmp_path):
+    out = tmp_path / "sbc"
+    assert run("sbc", "--model", "pooled", "--sims", 4, "--tasks", 2, "--per-task", 4,
+               "--features", 1, "--thin", 3, "--out", out) == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert s["num_simulations"] == 4 and (out / "ecdf_pit.png").exists()
