@@ -84,25 +84,3 @@ def test_bad_input_raises_value_error():
     with pytest.raises(ValueError, match="positive definite"):
         greedy_coalescent(np.zeros((3, 2)), cov=-np.eye(2))
 
-
-# --- tree MCMC (inference/tree_mcmc.py); kept here until it has its own test module -------------
-def test_tree_mcmc_leaves_kingman_prior_invariant():
-    from collections import Counter
-
-    from bayesmtl.inference.tree_mcmc import tree_mcmc
-    from bayesmtl.models.coalescent import Tree, ranked_histories
-
-    n, steps, batches = 4, 15000, 30
-    exact = Counter()
-    hist = ranked_histories(n)
-    for h in hist:
-        for c in clades(Tree(h, np.arange(1.0, n))):
-            exact[c] += 1 / len(hist)
-    chain = tree_mcmc(0, n, n_steps=steps)
-    sets = [set(clades(t)) for t in chain.trees]
-    for c, p in exact.items():
-        ind = np.array([c in s for s in sets], float).reshape(batches, -1)
-        se = ind.mean(1).std(ddof=1) / np.sqrt(batches)  # batch means: autocorrelation included
-        assert abs(ind.mean() - p) < 4 * se + 0.005, (sorted(c), ind.mean(), p)
-    height = np.array([float(t.times[-1]) for t in chain.trees]).reshape(batches, -1).mean(1)
-    assert abs(height.mean() - 1.5) < 4 * height.std(ddof=1) / np.sqrt(batches)

@@ -1,0 +1,53 @@
+"""Metropolis-Hastings over coalescent trees and tree summaries (inference/tree_mcmc.py)."""
+
+from collections import Counter
+
+import numpy as np
+import pytest
+from bayesmtl.inference.tree_mcmc import asdsf, clade_probabilities, mcc_tree, tree_mcmc
+from bayesmtl.models.tree import Tree, clades, ranked_histories, tree_from_merges
+
+
+def _exact_kingman_clades(n):
+    # ranked histories are equally likely under Kingman's coalescent
+    exact = Counter()
+    hist = ranked_histories(n)
+    for h in hist:
+        for c in clades(Tree(h, np.arange(1.0, n))):
+            exact[c] += 1 / len(hist)
+    return exact
+
+
+@pytest.mark.parametrize("moves", [("time", "exchange"), ("time", "spr")])
+def test_tree_mcmc_leaves_kingman_prior_invariant(moves):
+    n, steps, batches = 4, 12000, 30
+    chain = tree_mcmc(0, n, n_steps=steps, moves=moves)
+    sets = [set(clades(t)) for t in chain.trees]
+    for c, p in _exact_kingman_clades(n).items():
+        ind = np.array([c in s for s in sets], float).reshape(batches, -1)
+        se = ind.mean(1).std(ddof=1) / np.sqrt(batches)  # batch means: autocorrelation included
+        assert abs(ind.mean() - p) < 4 * se + 0.005, (sorted(c), ind.mean(), p)
+    height = np.array([float(t.times[-1]) for t in chain.trees]).reshape(batches, -1).mean(1)
+    assert abs(height.mean() - 1.5) < 4 * height.std(ddof=1) / np.sqrt(batches)
+
+
+def test_asdsf_closed_form():
+    a = tree_from_merges([[0, 1], [2, 3], [4, 5]], [0.1, 0.2, 1.0])  # {0,1}, {2,3}
+    b = tree_from_merges([[0, 2], [1, 3], [4, 5]], [0.1, 0.2, 1.0])  # {0,2}, {1,3}
+    # chain 1: {0,1},{2,3} at 1.0; chain 2: half a, half b -> those at 0.5, {0,2},{1,3} at 0.5
+    sd = np.std([1.0, 0.5], ddof=1)
+    assert asdsf([[a, a], [a, b]]) == pytest.approx(np.mean([sd, sd, sd, sd]))
+    assert asdsf([[a, b], [b, a]]) == 0.0
+    with pytest.raises(ValueError, match="chains"):
+        asdsf([[a]])
+
+
+def test_mcc_tree_picks_the_most_credible_topology():
+    a = tree_from_merges([[0, 1], [2, 3], [4, 5]], [0.1, 0.2, 1.0])
+    a2 = tree_from_merges([[0, 1], [2, 3], [4, 5]], [0.3, 0.4, 2.0])
+    b = tree_from_merges([[0, 2], [1, 3], [4, 5]], [0.1, 0.2, 1.0])
+    mcc = mcc_tree([b, a, a2])
+    assert set(clades(mcc)) == {frozenset({0, 1}), frozenset({2, 3})}
+    np.testing.assert_allclose(np.asarray(mcc.times), [0.2, 0.3, 1.0 + 1 / 3])
+    probs = clade_probabilities([b, a, a2], weights=[0.8, 0.1, 0.1])
+    assert probs[frozenset({0, 2})] == pytest.approx(0.8)
