@@ -103,8 +103,8 @@ def _gamma_moments(gq, ard):
     if ard:
         g = gq[:, 0]
         return g, jnp.log(g), 1.0 / g, jnp.zeros_like(g)
-    d = GeneralizedInverseGaussian(gq[:, 0], gq[:, 1], gq[:, 2])
-    return d.mean, d.expected_log(), d.expected_inverse(), d.entropy()
+    m = GeneralizedInverseGaussian(gq[:, 0], gq[:, 1], gq[:, 2]).moments()
+    return m["mean"], m["log"], m["inverse"], m["entropy"]
 
 
 def _expected_log_prior(hyper, Elog, Einv, Eg):

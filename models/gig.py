@@ -296,6 +296,25 @@ class GeneralizedInverseGaussian(Distribution):
             - self.log_normalizer()
         )
 
+    def moments(self) -> dict:
+        """E[g], Var[g], E[1/g], E[log g] and the entropy from one stacked Bessel evaluation
+        (cheaper to compile than the separate properties)."""
+        shape = self.batch_shape
+        w = jnp.broadcast_to(self.omega, shape)
+        z = jnp.broadcast_to(self._z, shape)
+        orders = jnp.stack([w - 1.0, w, w + 1.0, w + 2.0])
+        tangent = jnp.zeros_like(orders).at[1].set(1.0)
+        lk, dlk = jax.jvp(lambda o: log_bessel_kv(o, jnp.broadcast_to(z, o.shape)), (orders,),
+                          (tangent,))
+        ls = jnp.broadcast_to(self._log_scale, shape)
+        mean = jnp.exp(ls + lk[2] - lk[1])
+        var = jnp.exp(2 * ls) * (jnp.exp(lk[3] - lk[1]) - jnp.exp(2 * (lk[2] - lk[1])))
+        inv = jnp.exp(-ls + lk[0] - lk[1])
+        elog = ls + dlk[1]
+        log_norm = jnp.log(2.0) + lk[1] + w * ls
+        ent = -((w - 1.0) * elog - 0.5 * (self.chi * inv + self.phi * mean) - log_norm)
+        return dict(mean=mean, variance=var, inverse=inv, log=elog, entropy=ent)
+
     def cdf(self, value):  # pragma: no cover - not needed by the library
         raise NotImplementedError("GeneralizedInverseGaussian.cdf: use scipy.stats.geninvgauss")
 
