@@ -21,16 +21,15 @@ import time
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
-
-from bayesmtl.inference.runtime import configure  # noqa: E402
+import jax
+import numpy as np
+from bayesmtl.inference.runtime import configure
 
 configure(host_devices=1)
 
-from bayesmtl.data.multioutput import load_grunfeld  # noqa: E402
-from bayesmtl.inference.vem_sparse import active_blocks, fit_vem_sparse  # noqa: E402
-from bayesmtl.models.sparse_mtl import simulate, sparse_mtl  # noqa: E402
+from bayesmtl.data.multioutput import load_grunfeld
+from bayesmtl.inference.vem_sparse import active_blocks, fit_vem_sparse
+from bayesmtl.models.sparse_mtl import simulate, sparse_mtl
 
 P, D, Q, N, N_TEST = 20, 50, 10, 200, 200
 

@@ -17,12 +17,11 @@ dependency.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Sequence
 
 import jax
 import numpy as np
-
 from bayesmtl.data.taskdata import TaskData, _as_float_2d
 
 __all__ = ["MultiOutputData", "load_grunfeld"]
@@ -108,15 +107,15 @@ class MultiOutputData:
             "obs": list(range(self.n)),
         }
 
-    def subset(self, rows) -> "MultiOutputData":
+    def subset(self, rows) -> MultiOutputData:
         """Rows ``rows`` (mask or indices) of X and Y."""
         rows = np.asarray(rows)
         return replace(self, X=self.X[rows], Y=None if self.Y is None else self.Y[rows])
 
-    def without_y(self) -> "MultiOutputData":
+    def without_y(self) -> MultiOutputData:
         return replace(self, Y=None)
 
-    def with_y(self, Y) -> "MultiOutputData":
+    def with_y(self, Y) -> MultiOutputData:
         return replace(self, Y=np.asarray(Y))
 
     def to_taskdata(self) -> TaskData:
@@ -132,7 +131,7 @@ class MultiOutputData:
         )
 
     @classmethod
-    def from_taskdata(cls, data: TaskData, *, feature_blocks=None) -> "MultiOutputData":
+    def from_taskdata(cls, data: TaskData, *, feature_blocks=None) -> MultiOutputData:
         """Rebuild from a flat `TaskData` whose tasks share identical input rows (in the same order).
 
         Raises ``ValueError`` when tasks have different sizes or different inputs.

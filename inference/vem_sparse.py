@@ -26,11 +26,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import scipy.optimize
-
 from bayesmtl.models.gig import GeneralizedInverseGaussian, log_bessel_kv
 from bayesmtl.models.sparse_mtl import as_multioutput, check_config, resolve_blocks
 
-__all__ = ["VEMResult", "fit_vem_sparse", "prior_hyperparameters", "active_blocks"]
+__all__ = ["VEMResult", "active_blocks", "fit_vem_sparse", "prior_hyperparameters"]
 
 _TINY = 1e-12  # chi or phi of the limiting priors (Gamma: chi -> 0, inverse Gamma: phi -> 0)
 _LOG2PI = float(np.log(2 * np.pi))

@@ -30,10 +30,10 @@ from numpyro.distributions import Distribution, Gamma, InverseGamma, constraints
 from numpyro.distributions.util import promote_shapes, validate_sample
 
 __all__ = [
-    "log_bessel_kv",
-    "GeneralizedInverseGaussian",
-    "mixing_prior",
     "MIXING_PRIORS",
+    "GeneralizedInverseGaussian",
+    "log_bessel_kv",
+    "mixing_prior",
 ]
 
 _NODES, _WEIGHTS = leggauss(64)

@@ -23,12 +23,11 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro
 import numpyro.distributions as dist
-
 from bayesmtl.data.multioutput import MultiOutputData, check_blocks
 from bayesmtl.data.taskdata import TaskData
 from bayesmtl.models.gig import MIXING_PRIORS, mixing_prior
 
-__all__ = ["sparse_mtl", "simulate", "resolve_blocks", "as_multioutput", "task_covariance"]
+__all__ = ["as_multioutput", "resolve_blocks", "simulate", "sparse_mtl", "task_covariance"]
 
 NOISE = ("full", "diag")
 LIKELIHOODS = ("gaussian", "bernoulli")

@@ -1,14 +1,13 @@
 """Variational EM for the sparse multitask model: monotone ELBO, exact updates, recovery."""
 
+import bayesmtl.inference.vem_sparse as vem
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from numpyro.infer import MCMC, NUTS
-
-import bayesmtl.inference.vem_sparse as vem
 from bayesmtl.inference.vem_sparse import active_blocks, fit_vem_sparse
 from bayesmtl.models.sparse_mtl import simulate, sparse_mtl
+from numpyro.infer import MCMC, NUTS
 
 P, D, Q = 5, 12, 4
 

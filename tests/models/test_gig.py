@@ -6,9 +6,8 @@ import numpy as np
 import pytest
 import scipy.special as sps
 import scipy.stats as st
-from numpyro.distributions import Gamma, InverseGamma
-
 from bayesmtl.models.gig import GeneralizedInverseGaussian, log_bessel_kv, mixing_prior
+from numpyro.distributions import Gamma, InverseGamma
 
 # parameter sets (omega, chi, phi) where scipy's geninvgauss cdf/moments are reliable
 PARAMS = np.array([

@@ -5,7 +5,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.stats as st
-
 from bayesmtl.models.matrix_normal import (
     matrix_normal_log_prob,
     sample_matrix_normal,

@@ -3,12 +3,11 @@
 import jax
 import numpy as np
 import pytest
-from numpyro.infer import Predictive
-from numpyro.infer.util import log_density
-
 from bayesmtl.data.multioutput import MultiOutputData, load_grunfeld
 from bayesmtl.data.taskdata import TaskData
 from bayesmtl.models.sparse_mtl import simulate, sparse_mtl, task_covariance
+from numpyro.infer import Predictive
+from numpyro.infer.util import log_density
 
 
 @pytest.fixture(scope="module")
