@@ -27,13 +27,15 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro
 import numpyro.distributions as dist
-from numpyro.distributions.transforms import OrderedTransform
+from jax.scipy.special import gammaln
+from numpyro.distributions import constraints
 
 from bayesmtl.data.taskdata import TaskData
 from bayesmtl.models.task_clustering_sim import simulate
 
 __all__ = [
     "PRIORS",
+    "SortedNormal",
     "task_clustering_model",
     "gaussian_prior_model",
     "task_mean_model",
@@ -49,6 +51,34 @@ __all__ = [
 
 PRIORS = ("gaussian", "task_mean", "clustering", "gating")
 _ACTIVATIONS = {"tanh": jnp.tanh, "identity": lambda z: z}
+
+
+class SortedNormal(dist.Distribution):
+    """The order statistics of ``size`` iid ``N(loc, scale)`` draws (a proper prior on an
+    increasing vector): density ``size! prod_k N(y_k | loc, scale)`` on ``y_1 < ... < y_size``.
+
+    Examples
+    --------
+    >>> import jax
+    >>> y = SortedNormal(0.0, 1.0, 3).sample(jax.random.key(0))
+    >>> bool((y[1:] > y[:-1]).all())
+    True
+    """
+
+    support = constraints.ordered_vector
+    reparametrized_params = ["loc", "scale"]
+
+    def __init__(self, loc=0.0, scale=1.0, size: int = 2, *, validate_args=None):
+        self.loc, self.scale, self.size = loc, scale, int(size)
+        super().__init__(batch_shape=(), event_shape=(self.size,), validate_args=validate_args)
+
+    def sample(self, key, sample_shape=()):
+        z = jax.random.normal(key, tuple(sample_shape) + (self.size,))
+        return jnp.sort(self.loc + self.scale * z, axis=-1)
+
+    def log_prob(self, value):
+        base = dist.Normal(self.loc, self.scale).log_prob(value).sum(-1)
+        return base + gammaln(self.size + 1.0)
 
 
 def validate_config(data: TaskData, *, prior: str, n_clusters: int, hidden: int = 0,
@@ -211,8 +241,7 @@ def task_clustering_model(data: TaskData, *, prior: str = "gaussian", n_clusters
                 L = numpyro.deterministic("cluster_scale_tril", tau[..., :, None] * corr)
         if use_order:
             # ordered coordinate: a proper prior on the sorted values (label-switching constraint)
-            first = numpyro.sample("cluster_mean_order", dist.TransformedDistribution(
-                dist.Normal(0.0, prior_scale).expand([C]), OrderedTransform()))
+            first = numpyro.sample("cluster_mean_order", SortedNormal(0.0, prior_scale, C))
             loc = numpyro.deterministic("cluster_mean", _insert_column(rest, first, k))
         elif mean is not None:
             loc = jnp.broadcast_to(jnp.asarray(mean), (C, p))

@@ -176,3 +176,15 @@ def test_missing_targets_raise():
     data = TaskData(X=np.ones((4, 1)), task=[0, 0, 1, 1])
     with pytest.raises(ValueError, match="targets"):
         fit_empirical_bayes(data, prior="gaussian")
+
+
+def test_nuts_init_values_reproduce_the_eb_mixture(clustered_fit):
+    from bayesmtl.inference.empirical_bayes import nuts_init_values
+    v = nuts_init_values(clustered_fit)
+    mean = np.asarray(clustered_fit.params["mean"])
+    np.testing.assert_allclose(v["cluster_mean_order"], mean[:, -1], rtol=1e-5)
+    sd, L = np.asarray(v["cluster_scale"]), np.asarray(v["cluster_corr"])
+    cov = sd[:, :, None] * (L @ np.swapaxes(L, -1, -2)) * sd[:, None, :]
+    np.testing.assert_allclose(cov, np.asarray(clustered_fit.params["cov"]), rtol=1e-4,
+                               atol=1e-6)
+    np.testing.assert_allclose(np.asarray(v["weights"]).sum(), 1.0, rtol=1e-5)

@@ -139,3 +139,16 @@ def test_task_features_with_wrong_row_count_raise():
     with pytest.raises(ValueError, match="task_features"):
         TaskData(X=np.ones((4, 1)), y=np.zeros(4), task=[0, 0, 1, 1],
                  task_features=np.ones((3, 2)))
+
+
+def test_sorted_normal_prior_is_the_order_statistics_of_normals():
+    from bayesmtl.models.task_clustering import SortedNormal
+    d = SortedNormal(0.0, 1.0, 2)
+    y = np.asarray(d.sample(jax.random.key(8), (20000,)))
+    assert np.all(y[:, 1] > y[:, 0])
+    # E[max of two standard normals] = 1/sqrt(pi); MC sd of the mean ~ 0.83/sqrt(2e4) = 0.006
+    assert abs(y[:, 1].mean() - 1 / np.sqrt(np.pi)) < 0.025
+    # density 2 N(y1) N(y2) integrates to one over y1 < y2
+    v = np.array([-0.3, 0.4])
+    expected = np.log(2) + multivariate_normal(np.zeros(2), np.eye(2)).logpdf(v)
+    np.testing.assert_allclose(float(d.log_prob(jnp.asarray(v))), expected, rtol=1e-5)
