@@ -57,3 +57,7 @@ def configure(*, host_devices: int | None = None, platform: str | None = None,
         jax.config.update("jax_compilation_cache_dir", str(path))
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
         jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+        # A size limit turns on JAX's file lock around cache reads and writes. Without it, a
+        # process can read an entry that another (a Dask worker, a parallel test run) is still
+        # writing, and deserialising the torn file crashes the interpreter.
+        jax.config.update("jax_compilation_cache_max_size", 4 * 2**30)
