@@ -24,20 +24,19 @@ import time
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-import numpyro  # noqa: E402
+import numpyro
 
 numpyro.set_host_device_count(2)
 
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
+import jax
+import numpy as np
 
 jax.config.update("jax_enable_x64", True)
 
-from bayesmtl.data import TaskData  # noqa: E402
-from bayesmtl.inference.empirical_bayes import (fit_empirical_bayes, predict,  # noqa: E402
-                                                predictive_log_density)
-from bayesmtl.models.task_clustering import simulate  # noqa: E402
-from bayesmtl.models.task_clustering_metrics import adjusted_rand_index  # noqa: E402
+from bayesmtl.data import TaskData
+from bayesmtl.inference.empirical_bayes import fit_empirical_bayes, predict, predictive_log_density
+from bayesmtl.models.task_clustering import simulate
+from bayesmtl.models.task_clustering_metrics import adjusted_rand_index
 
 PUBLISHED = {"Bakker & Heskes 2003 (school data)": 29.5,
              "Evgeniou & Pontil 2004 (school data)": 34.26,
@@ -49,7 +48,7 @@ def split_within_tasks(data: TaskData, rng: np.random.Generator, frac: float = 0
     train = np.zeros(data.n, bool)
     for t in range(data.n_tasks):
         rows = np.flatnonzero(data.task == t)
-        k = min(max(int(round(frac * rows.size)), 1), rows.size - 1) if rows.size > 1 else 1
+        k = min(max(round(frac * rows.size), 1), rows.size - 1) if rows.size > 1 else 1
         train[rng.choice(rows, k, replace=False)] = True
     return train
 
@@ -135,10 +134,9 @@ def synthetic(nuts: bool, seed: int):
     print(f"  EB   adjusted Rand index over 5 data sets: {np.mean(aris):.3f} "
           f"(min {np.min(aris):.3f}; target >= 0.9)")
     if nuts:
-        from numpyro.infer import MCMC, NUTS, init_to_value
-
         from bayesmtl.inference.empirical_bayes import nuts_init_values
         from bayesmtl.models.task_clustering import clustering_model, membership_probabilities
+        from numpyro.infer import MCMC, NUTS, init_to_value
         data, truth = simulate(jax.random.key(seed), prior="clustering", n_tasks=30,
                                n_per_task=12, n_clusters=3)
         eb = fit_empirical_bayes(data, prior="clustering", n_clusters=3)

@@ -24,10 +24,9 @@ import os
 from pathlib import Path
 
 import numpy as np
-
 from bayesmtl.data.taskdata import TaskData
 
-__all__ = ["load_ilea", "ILEA_ENV", "STUDENT_FEATURES", "SCHOOL_FEATURES"]
+__all__ = ["ILEA_ENV", "SCHOOL_FEATURES", "STUDENT_FEATURES", "load_ilea"]
 
 ILEA_ENV = "BAYESMTL_ILEA"
 STUDENT_FEATURES = (("year_1985", "year_1986", "year_1987", "female", "vr_band")
@@ -89,7 +88,10 @@ def _read_mat(path: Path) -> dict[str, np.ndarray]:
         if Xi.ndim != 2 or Xi.shape[1] != 28 or Xi.shape[0] != Yi.size:
             raise ValueError(f"{path}: cell {i}: expected X of shape (n_i, 28) and Y of n_i "
                              f"scores, got {Xi.shape} and {Yi.shape}")
-        dummy = lambda a, b: np.argmax(Xi[:, a:b], axis=1) + 1  # noqa: E731
+
+        def dummy(a, b, Xi=Xi):
+            return np.argmax(Xi[:, a:b], axis=1) + 1
+
         parts.append(np.column_stack([
             dummy(0, 3), np.full(len(Yi), i + 1), Yi, Xi[:, 3], Xi[:, 4], Xi[:, 6],
             dummy(7, 10), dummy(10, 21), dummy(21, 24), dummy(24, 27)]))
@@ -147,13 +149,13 @@ def load_ilea(path: str | os.PathLike | None = None, *, layout: str = "auto",
     rec = _read_mat(path) if layout == "mat" else _read_raw(path)
 
     schools, task = np.unique(rec["school"].astype(int), return_inverse=True)
-    n, T = task.size, schools.size
-    onehot = lambda v, k: (v.astype(int)[:, None] == np.arange(1, k + 1)).astype(float)  # noqa
+    T = schools.size
+    onehot = lambda v, k: (v.astype(int)[:, None] == np.arange(1, k + 1)).astype(float)
     vr = np.array([_VR_RANK[int(v)] for v in rec["vr"]], float)
     X = np.column_stack([onehot(rec["year"], 3), rec["female"].astype(float), vr,
                          onehot(rec["ethnic"], 11)])
     counts = np.bincount(task, minlength=T)
-    school_mean = lambda v: np.bincount(task, weights=v, minlength=T) / counts  # noqa: E731
+    school_mean = lambda v: np.bincount(task, weights=v, minlength=T) / counts
     first = np.unique(task, return_index=True)[1]
     F = np.column_stack([school_mean(rec["fsm"].astype(float)),
                          school_mean(rec["vr1"].astype(float)),

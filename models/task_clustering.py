@@ -27,25 +27,24 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro
 import numpyro.distributions as dist
-from jax.scipy.special import gammaln
-from numpyro.distributions import constraints
-
 from bayesmtl.data.taskdata import TaskData
 from bayesmtl.models.task_clustering_sim import simulate
+from jax.scipy.special import gammaln
+from numpyro.distributions import constraints
 
 __all__ = [
     "PRIORS",
     "SortedNormal",
-    "task_clustering_model",
-    "gaussian_prior_model",
-    "task_mean_model",
     "clustering_model",
     "gating_model",
+    "gaussian_prior_model",
     "hidden_features",
-    "task_design",
     "membership_probabilities",
     "relabel_samples",
     "simulate",
+    "task_clustering_model",
+    "task_design",
+    "task_mean_model",
     "validate_config",
 ]
 
@@ -66,7 +65,7 @@ class SortedNormal(dist.Distribution):
     """
 
     support = constraints.ordered_vector
-    reparametrized_params = ["loc", "scale"]
+    reparametrized_params = ("loc", "scale")
 
     def __init__(self, loc=0.0, scale=1.0, size: int = 2, *, validate_args=None):
         self.loc, self.scale, self.size = loc, scale, int(size)
@@ -316,9 +315,9 @@ def relabel_samples(samples: dict, *, order_by: int = -1) -> dict:
     Examples
     --------
     >>> import numpy as np
-    >>> s = {"cluster_mean": np.array([[[2.0], [1.0]]]), "weights": np.array([[0.3, 0.7]])}
+    >>> s = {"cluster_mean": np.array([[[2.0], [1.0]]]), "weights": np.array([[0.25, 0.75]])}
     >>> relabel_samples(s)["weights"].tolist()
-    [[0.7, 0.3]]
+    [[0.75, 0.25]]
     """
     if "cluster_mean" not in samples:
         raise ValueError("samples: relabelling needs the 'cluster_mean' site")

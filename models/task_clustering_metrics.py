@@ -25,7 +25,7 @@ def adjusted_rand_index(labels_true, labels_pred) -> float:
     _, ib = np.unique(b, return_inverse=True)
     table = np.zeros((ia.max() + 1, ib.max() + 1))
     np.add.at(table, (ia, ib), 1)
-    comb2 = lambda v: v * (v - 1) / 2  # noqa: E731
+    comb2 = lambda v: v * (v - 1) / 2
     index = comb2(table).sum()
     rows, cols = comb2(table.sum(1)).sum(), comb2(table.sum(0)).sum()
     expected = rows * cols / comb2(a.size) if a.size > 1 else 0.0

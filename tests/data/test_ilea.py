@@ -2,9 +2,8 @@
 
 import numpy as np
 import pytest
-from scipy.io import savemat
-
 from bayesmtl.data.ilea import SCHOOL_FEATURES, STUDENT_FEATURES, load_ilea
+from scipy.io import savemat
 
 # year, school, score, %FSM, %VR1, female, VR code, ethnic, school gender, denomination
 RECORDS = [

@@ -4,16 +4,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from bayesmtl.data import TaskData
+from bayesmtl.inference.empirical_bayes import (
+    component_evidence,
+    fit_empirical_bayes,
+    log_evidence,
+    predict,
+    predictive_log_density,
+    task_statistics,
+)
+from bayesmtl.models.task_clustering import gaussian_prior_model, hidden_features, simulate
+from bayesmtl.models.task_clustering_metrics import adjusted_rand_index
 from numpyro.diagnostics import effective_sample_size
 from numpyro.infer import MCMC, NUTS
 from scipy.stats import multivariate_normal
-
-from bayesmtl.data import TaskData
-from bayesmtl.inference.empirical_bayes import (component_evidence, fit_empirical_bayes,
-                                                log_evidence, predict, predictive_log_density,
-                                                task_statistics)
-from bayesmtl.models.task_clustering import gaussian_prior_model, hidden_features, simulate
-from bayesmtl.models.task_clustering_metrics import adjusted_rand_index
 
 
 def _random_problem(rng, T=4, d=2, C=2):
@@ -135,8 +139,8 @@ def test_gating_with_constant_features_reduces_to_clustering(clustered):
     base = dict(W=None, mean=np.random.default_rng(0).normal(size=(3, p)),
                 cov=np.broadcast_to(0.5 * np.eye(p), (3, p, p)), noise_var=np.full(30, 0.3))
     ones = np.ones((data.n_tasks, 1))
-    ev_c, joint_c = log_evidence(data, dict(base, log_weights=np.log(q)), prior="clustering")
-    ev_g, joint_g = log_evidence(data, dict(base, gates=np.log(q)[None]), prior="gating",
+    _, joint_c = log_evidence(data, dict(base, log_weights=np.log(q)), prior="clustering")
+    _, joint_g = log_evidence(data, dict(base, gates=np.log(q)[None]), prior="gating",
                                  task_features=ones, intercept=False)
     np.testing.assert_allclose(joint_g, joint_c, rtol=1e-6)
     # and the two EM fits from the same start reach the same evidence and memberships

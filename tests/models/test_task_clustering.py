@@ -4,15 +4,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from bayesmtl.data import TaskData
+from bayesmtl.models.task_clustering import (
+    PRIORS,
+    clustering_model,
+    gating_model,
+    membership_probabilities,
+    relabel_samples,
+    simulate,
+    task_clustering_model,
+)
+from bayesmtl.models.task_clustering_metrics import adjusted_rand_index
 from numpyro import handlers
 from numpyro.infer.util import log_density
 from scipy.stats import multivariate_normal
-
-from bayesmtl.data import TaskData
-from bayesmtl.models.task_clustering import (PRIORS, clustering_model, gating_model,
-                                             membership_probabilities, relabel_samples,
-                                             simulate, task_clustering_model)
-from bayesmtl.models.task_clustering_metrics import adjusted_rand_index
 
 
 @pytest.fixture(scope="module")
