@@ -129,7 +129,7 @@ def smc_prior_post(
     Examples
     --------
     >>> import numpy as np
-    >>> x = np.array([[0.0], [0.1], [3.0], [3.1]])
+    >>> x = np.array([[0.0, 0.0], [0.1, 0.0], [5.0, 0.0], [5.1, 0.0]])
     >>> res = smc_prior_post(x, n_particles=500, seed=0)
     >>> p = res.clade_probabilities()
     >>> bool(p[frozenset({0, 1})] > 0.9 and p[frozenset({2, 3})] > 0.9)
@@ -142,7 +142,9 @@ def smc_prior_post(
     if not (np.isfinite(root_var) and root_var > 0):
         raise ValueError(f"root_var: expected a positive finite number, got {root_var!r}")
     if not 0 <= resample_threshold <= 1:
-        raise ValueError(f"resample_threshold: expected a value in [0, 1], got {resample_threshold}")
+        raise ValueError(
+            f"resample_threshold: expected a value in [0, 1], got {resample_threshold}"
+        )
     z, half_logdet = _whiten(x, cov, loc)
     k, d = z.shape
     n = int(n_particles)

@@ -135,7 +135,9 @@ def plot_dendrogram(
     ax.set_xlabel("merge time (towards the root)")
     ax.spines[["top", "right", "left"]].set_visible(False)
     ax.tick_params(axis="y", length=0)
-    ax.set_title(title or "Task hierarchy" + (" (clade probabilities)" if clade_probabilities else ""))
+    ax.set_title(
+        title or "Task hierarchy" + (" (clade probabilities)" if clade_probabilities else "")
+    )
     return _save(fig, path)
 
 

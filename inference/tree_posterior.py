@@ -1,0 +1,511 @@
+"""The full posterior of Daume's mean-sharing latent hierarchy: trees and continuous parameters.
+
+Model (`bayesmtl.models.latent_hierarchy.mean_sharing`): ``Lambda ~ IW(s2 I, D+1)``,
+``mu0 | Lambda ~ N(0, Lambda)``, tree ``~ Kingman``, task weights ``W ~ MN(1 mu0', C(tree), Lambda)``
+(Brownian diffusion, ``C_kl = root_var + t_root - t_LCA``), ``y ~ N(x'w_task, noise^2)`` with
+``noise ~ HalfNormal(1)`` (or fixed), or ``y ~ Bernoulli(sigmoid(x'w_task))``.
+
+Each sweep of the sampler (Metropolis-within-Gibbs, every step exact for its conditional):
+
+1. ``W | tree, mu0, Lambda, noise, y``: Gaussian for the Gaussian likelihood, drawn exactly
+   (precision ``C^-1 (x) Lambda^-1 + blockdiag(X_k'X_k / noise^2)``); for the Bernoulli likelihood an
+   independence Metropolis-Hastings step whose proposal is the Laplace approximation at the
+   conditional mode (Newton), which is exact in its acceptance ratio.
+2. ``(Lambda, mu0) | W, tree``: conjugate. The upward messages factor the Brownian density into
+   ``K-1`` local evidences ``N(d_i; 0, s_i Lambda)`` and the root term ``N(m_root; mu0, s_r Lambda)``,
+   so ``Lambda ~ IW(s2 I + sum_i d_i d_i'/s_i + m m'/(1 + s_r), D+1+K)`` and
+   ``mu0 | Lambda ~ N(m/(1 + s_r), s_r/(1 + s_r) Lambda)``.
+3. ``noise^2 | W, y ~ GIG((1-n)/2, 1, SSR)`` (exact for the half-normal prior on ``noise``).
+4. ``tree | W, mu0, Lambda``: ``tree_steps`` Metropolis-Hastings steps of `tree_mh_step` (node
+   times, narrow exchange, time-preserving prune-and-regraft), the internal node values
+   marginalised exactly by the messages.
+
+Several chains start from independent Kingman trees; tree convergence is the ASDSF between chains
+(`bayesmtl.inference.tree_mcmc.asdsf`), continuous convergence ArviZ's R-hat.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from bayesmtl.data import TaskData
+from bayesmtl.inference.tree_mcmc import (
+    asdsf,
+    clade_probabilities,
+    mcc_tree,
+    tree_mh_init,
+    tree_mh_step,
+)
+from bayesmtl.models.coalescent import (
+    Tree,
+    brownian_log_likelihood,
+    to_newick,
+    tree_covariance,
+    upward_messages,
+)
+from scipy import stats
+from scipy.special import expit, log_expit
+
+__all__ = ["TreePosterior", "tree_posterior"]
+
+
+@jax.jit
+def _brown(merges, times, x, root_var):
+    return brownian_log_likelihood(Tree(merges, times), x, root_var=root_var)
+
+
+@jax.jit
+def _cov_and_messages(merges, times, w, root_var):
+    tree = Tree(merges, times)
+    return tree_covariance(tree, root_var), upward_messages(tree, w)
+
+
+@partial(jax.jit, static_argnames=("root_var",))
+def _mean_cov(merges, times, root_var):
+    return jnp.mean(jax.vmap(lambda m, t: tree_covariance(Tree(m, t), root_var))(merges, times), 0)
+
+
+@dataclass
+class TreePosterior:
+    """Draws of `tree_posterior`: trees per chain and continuous parameters ``(chain, draw, ...)``.
+
+    Attributes
+    ----------
+    trees : list of list of Tree
+        ``trees[c][s]``: draw ``s`` of chain ``c``.
+    samples : dict
+        ``w (chain, draw, K, D)``, ``mu0``, ``Lambda``, ``noise`` (Gaussian, when sampled) and
+        ``tree_height`` (the root time).
+    idata : xarray.DataTree
+        ArviZ DataTree of ``samples`` (dims ``task``, ``feature``, ``feature_bis``).
+    accept : dict
+        Acceptance rates of the tree moves (and of the Bernoulli weight step).
+    likelihood, root_var, task_names, runtime_s
+    """
+
+    trees: list
+    samples: dict
+    idata: object
+    accept: dict
+    likelihood: str
+    root_var: float
+    task_names: tuple | None = None
+    runtime_s: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def all_trees(self) -> list:
+        return [t for chain in self.trees for t in chain]
+
+    def clade_probabilities(self, min_probability: float = 0.0) -> dict:
+        """Posterior probability of every clade (frozenset of task indices), chains pooled."""
+        return clade_probabilities(self.all_trees, min_probability=min_probability)
+
+    def asdsf(self, min_frequency: float = 0.1) -> float:
+        """Average standard deviation of split frequencies between chains (< 0.05: good)."""
+        return asdsf(self.trees, min_frequency=min_frequency)
+
+    def rhat(self) -> dict:
+        """Largest ArviZ rank-normalised R-hat of each continuous variable."""
+        import arviz as az
+
+        post = self.idata.posterior.to_dataset()
+        out = {}
+        for name, da in az.rhat(post).data_vars.items():
+            v = np.asarray(da.values, float)
+            v = v[np.isfinite(v)]
+            out[name] = float(v.max()) if v.size else float("nan")
+        return out
+
+    @property
+    def max_rhat(self) -> float:
+        return max(self.rhat().values())
+
+    def mcc_tree(self) -> Tree:
+        """Maximum clade credibility tree with mean clade heights."""
+        return mcc_tree(self.all_trees, probabilities=self.clade_probabilities())
+
+    def similarity(self, *, correlation: bool = False) -> np.ndarray:
+        """Posterior task similarity ``E[C]`` ``(K, K)`` (or the matching correlation matrix)."""
+        ts = self.all_trees
+        with jax.enable_x64(True):
+            c = np.asarray(
+                _mean_cov(
+                    jnp.asarray(np.stack([np.asarray(t.merges) for t in ts])),
+                    jnp.asarray(np.stack([np.asarray(t.times, float) for t in ts])),
+                    float(self.root_var),
+                )
+            )
+        if correlation:
+            s = np.sqrt(np.diag(c))
+            c = c / s[:, None] / s[None, :]
+        return c
+
+    def log_predictive(self, data: TaskData) -> np.ndarray:
+        """Log pointwise predictive density of each row of ``data`` (held-out rows), pooled draws."""
+        if data.y is None:
+            raise ValueError("data: needs y to score")
+        w = self.samples["w"].reshape((-1,) + self.samples["w"].shape[2:])
+        eta = np.einsum("nd,snd->sn", data.X, w[:, data.task])
+        if self.likelihood == "gaussian":
+            noise = self.samples.get("noise")
+            noise = np.full(len(w), self.extra["noise_scale"]) if noise is None else noise.ravel()
+            lp = stats.norm.logpdf(data.y[None], eta, noise[:, None])
+        else:
+            lp = np.where(data.y[None] > 0.5, log_expit(eta), log_expit(-eta))
+        return np.logaddexp.reduce(lp, axis=0) - np.log(len(w))
+
+    def summary(self, *, min_probability: float = 0.05, names=None) -> dict:
+        """The dict the CLI writes to ``summary.json``.
+
+        ``{"clade_probabilities": [{"tasks": [...], "probability": p}, ...] (p >= min_probability,
+        largest first), "newick": MCC tree, "asdsf": ..., "max_rhat": ..., "acceptance": ...}``.
+        """
+        names = self.task_names if names is None else names
+        probs = self.clade_probabilities(min_probability)
+        clades_out = [
+            {"tasks": sorted(int(i) for i in c), "probability": round(float(p), 6)}
+            for c, p in sorted(probs.items(), key=lambda kv: (-kv[1], sorted(kv[0])))
+        ]
+        n_chains = len(self.trees)
+        return {
+            "clade_probabilities": clades_out,
+            "newick": to_newick(self.mcc_tree(), names),
+            "asdsf": self.asdsf() if n_chains > 1 else None,
+            "max_rhat": self.max_rhat if n_chains > 1 else None,
+            "acceptance": {k: round(float(v), 4) for k, v in self.accept.items()},
+        }
+
+
+def _check(data, likelihood, noise_scale, s2, root_var, ints, init):
+    if not isinstance(data, TaskData):
+        raise ValueError(f"data: expected a TaskData, got {type(data).__name__}")  # noqa: TRY004
+    if data.n_tasks < 3:
+        raise ValueError(f"data: the tree posterior needs at least 3 tasks, got {data.n_tasks}")
+    if likelihood not in ("gaussian", "bernoulli"):
+        raise ValueError(f"likelihood: expected 'gaussian' or 'bernoulli', got {likelihood!r}")
+    if likelihood == "bernoulli" and data.y is not None:
+        data.check_binary()
+    for name, v in (("s2", s2), ("root_var", root_var)):
+        if not (np.ndim(v) == 0 and np.isfinite(v) and v > 0):
+            raise ValueError(f"{name}: expected a positive finite number, got {v!r}")
+    if noise_scale is not None and not (np.isfinite(noise_scale) and noise_scale > 0):
+        raise ValueError(f"noise_scale: expected a positive number or None, got {noise_scale!r}")
+    for name, (v, lo) in ints.items():
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
+            raise ValueError(f"{name}: expected an int >= {lo}, got {v!r}")
+    if init not in ("random", "greedy"):
+        raise ValueError(f"init: expected 'random' or 'greedy', got {init!r}")
+
+
+def tree_posterior(
+    data: TaskData,
+    *,
+    likelihood: str = "gaussian",
+    num_chains: int = 4,
+    num_warmup: int = 500,
+    num_samples: int = 1000,
+    seed: int = 0,
+    s2: float = 1.0,
+    root_var: float = 1.0,
+    noise_scale: float | None = None,
+    tree_steps: int | None = None,
+    thin: int = 1,
+    init: str = "random",
+) -> TreePosterior:
+    """Sample the joint posterior over trees and parameters of the mean-sharing latent hierarchy.
+
+    Parameters
+    ----------
+    data : TaskData
+        At least 3 tasks; ``y`` may be ``None`` (then the sampler draws from the prior).
+    likelihood : {"gaussian", "bernoulli"}
+    num_chains, num_warmup, num_samples : int
+        Chains (run one after another), discarded and kept sweeps per chain.
+    seed : int
+    s2, root_var : float
+        ``Lambda ~ IW(s2 I, D+1)``; variance factor of the root around ``mu0``.
+    noise_scale : float, optional
+        Fixed Gaussian noise sd; sampled under ``HalfNormal(1)`` when omitted.
+    tree_steps : int, optional
+        Tree Metropolis-Hastings steps per sweep (each tries all three moves); ``max(3, K // 2)``.
+    thin : int
+        Keep every ``thin``-th sweep.
+    init : {"random", "greedy"}
+        Starting trees: independent Kingman draws per chain (over-dispersed, the honest default
+        for the ASDSF) or the greedy coalescent on ridge estimates of the weights.
+
+    Returns
+    -------
+    TreePosterior
+
+    Examples
+    --------
+    >>> import jax
+    >>> from bayesmtl.models.latent_hierarchy import simulate
+    >>> data, truth = simulate(jax.random.PRNGKey(0), 4, 20, 2)
+    >>> post = tree_posterior(data, num_chains=2, num_warmup=20, num_samples=30)
+    >>> sorted(post.summary())
+    ['acceptance', 'asdsf', 'clade_probabilities', 'max_rhat', 'newick']
+    """
+    ints = {
+        "num_chains": (num_chains, 1),
+        "num_warmup": (num_warmup, 0),
+        "num_samples": (num_samples, 1),
+        "seed": (seed, 0),
+        "thin": (thin, 1),
+    }
+    if tree_steps is not None:
+        ints["tree_steps"] = (tree_steps, 0)
+    _check(data, likelihood, noise_scale, s2, root_var, ints, init)
+    k = data.n_tasks
+    steps = max(3, k // 2) if tree_steps is None else int(tree_steps)
+    cfg = {"likelihood": likelihood, "noise_scale": noise_scale}
+    cfg.update(s2=float(s2), root_var=float(root_var))
+    t0 = time.perf_counter()
+    seqs = np.random.SeedSequence(seed).spawn(num_chains)
+    chains = []
+    with jax.enable_x64(True):
+        for c in range(num_chains):
+            chains.append(
+                _run_chain(
+                    np.random.default_rng(seqs[c]), data, cfg, num_warmup, num_samples, thin,
+                    steps, init,
+                )
+            )  # fmt: skip
+    runtime = time.perf_counter() - t0
+    samples = {name: np.stack([ch[1][name] for ch in chains]) for name in chains[0][1]}
+    accept = {m: float(np.mean([ch[2][m] for ch in chains])) for m in chains[0][2]}
+    return TreePosterior(
+        trees=[ch[0] for ch in chains],
+        samples=samples,
+        idata=_datatree(samples, data),
+        accept=accept,
+        likelihood=likelihood,
+        root_var=float(root_var),
+        task_names=data.task_names,
+        runtime_s=runtime,
+        extra={"noise_scale": noise_scale, "tree_steps": steps},
+    )
+
+
+def _datatree(samples, data):
+    from arviz_base import from_dict
+
+    d = data.n_features
+    coords = {
+        "task": list(data.task_names) if data.task_names else list(range(data.n_tasks)),
+        "feature": list(data.feature_names) if data.feature_names else list(range(d)),
+    }
+    coords["feature_bis"] = coords["feature"]
+    dims = {"w": ["task", "feature"], "mu0": ["feature"], "Lambda": ["feature", "feature_bis"]}
+    return from_dict({"posterior": samples}, coords=coords, dims=dims)
+
+
+def _stats(data):
+    k, d = data.n_tasks, data.n_features
+    x = np.asarray(data.X, float)
+    seg = _segments(data.task, k)
+    xtx = _segsum(x[:, :, None] * x[:, None, :], seg)
+    xty = np.zeros((k, d)) if data.y is None else _segsum(x * data.y[:, None], seg)
+    return xtx, xty, seg
+
+
+def _kron_precision(cinv, laminv):
+    return np.kron(cinv, laminv)
+
+
+def _add_blocks(p, blocks):
+    k, d, _ = blocks.shape
+    view = p.reshape(k, d, k, d)
+    ar = np.arange(k)
+    view[ar, :, ar, :] += blocks
+    return p
+
+
+def _draw_w_gaussian(rng, cinv, laminv, mu0, xtx, xty, noise):
+    k, d = xty.shape
+    p = _add_blocks(_kron_precision(cinv, laminv), xtx / noise**2)
+    b = (cinv.sum(1)[:, None] * (laminv @ mu0)[None, :] + xty / noise**2).ravel()
+    chol = np.linalg.cholesky(p)
+    mean = np.linalg.solve(p, b)
+    return (mean + np.linalg.solve(chol.T, rng.normal(size=k * d))).reshape(k, d)
+
+
+def _segments(task, k):
+    """Row order by task, segment starts and the empty tasks (per-task sums by ``reduceat``)."""
+    order = np.argsort(task, kind="stable")
+    starts = np.searchsorted(task[order], np.arange(k))
+    empty = np.bincount(task, minlength=k) == 0
+    return order, np.minimum(starts, len(task) - 1), empty
+
+
+def _segsum(values, seg):
+    order, starts, empty = seg
+    out = np.add.reduceat(values[order], starts, axis=0)
+    out[empty] = 0.0
+    return out
+
+
+def _draw_w_bernoulli(rng, w, cinv, laminv, mu0, data, seg=None):
+    """Independence MH with the Laplace approximation of ``p(W | ...)`` as proposal."""
+    k, d = w.shape
+    x, y, task = data.X, data.y, data.task
+    seg = _segments(task, k) if seg is None else seg
+    xx = x[:, :, None] * x[:, None, :]
+    q = _kron_precision(cinv, laminv)
+    m = np.tile(mu0, k)
+
+    def logpost(v):
+        eta = np.sum(x * v.reshape(k, d)[task], 1)
+        return np.sum(y * eta - np.logaddexp(0.0, eta)) - 0.5 * (v - m) @ q @ (v - m)
+
+    def grad_hess(v):
+        eta = np.sum(x * v.reshape(k, d)[task], 1)
+        pr = expit(eta)
+        g = _segsum(x * (y - pr)[:, None], seg)
+        hb = _segsum((pr * (1 - pr))[:, None, None] * xx, seg)
+        return g.ravel() - q @ (v - m), _add_blocks(q.copy(), hb)
+
+    mode = w.ravel().copy()
+    f = logpost(mode)
+    for _ in range(30):
+        g, h = grad_hess(mode)
+        step = np.linalg.solve(h, g)
+        a = 1.0
+        while logpost(mode + a * step) < f - 1e-12 and a > 1e-4:
+            a *= 0.5
+        mode = mode + a * step
+        f_new = logpost(mode)
+        done = abs(f_new - f) < 1e-10 * (1 + abs(f))
+        f = f_new
+        if done:
+            break
+    _, h = grad_hess(mode)
+    chol = np.linalg.cholesky(h)
+    prop = mode + np.linalg.solve(chol.T, rng.normal(size=k * d))
+
+    def logq(v):
+        z = chol.T @ (v - mode)
+        return -0.5 * z @ z
+
+    cur = w.ravel()
+    log_a = logpost(prop) - logpost(cur) + logq(cur) - logq(prop)
+    if np.log(rng.uniform()) < log_a:
+        return prop.reshape(k, d), True
+    return w, False
+
+
+def _init(rng, data, cfg, xtx, xty, init):
+    k, d = data.n_tasks, data.n_features
+    if data.y is None:
+        w = rng.normal(size=(k, d)) * np.sqrt(cfg["s2"])
+    else:  # ridge estimates, jittered so that chains start apart
+        w = np.linalg.solve(xtx + np.eye(d), xty[..., None])[..., 0]
+        w = w + 0.1 * rng.normal(size=w.shape)
+    if init == "greedy":
+        from bayesmtl.inference.coalescent_greedy import greedy_coalescent
+
+        tree = greedy_coalescent(w, min_duration=1e-3)
+    else:
+        tree = _kingman_draw(rng, k)
+    tree = Tree(np.asarray(tree.merges), np.asarray(tree.times, float))
+    return w, tree
+
+
+def _kingman_draw(rng, k):
+    active = list(range(k))
+    merges, times, t = [], [], 0.0
+    for i in range(k - 1):
+        m = k - i
+        t += rng.exponential() / (m * (m - 1) / 2.0)
+        a, b = sorted(rng.choice(m, size=2, replace=False))
+        merges.append(sorted((active[a], active[b])))
+        times.append(t)
+        active.pop(b)
+        active[a] = k + i
+    return Tree(np.asarray(merges, np.int32), np.asarray(times))
+
+
+def _run_chain(rng, data, cfg, n_warmup, n_samples, thin, steps, init):
+    k, d = data.n_tasks, data.n_features
+    lik, root_var, s2 = cfg["likelihood"], cfg["root_var"], cfg["s2"]
+    observed = data.y is not None
+    xtx, xty, seg = _stats(data)
+    w, tree = _init(rng, data, cfg, xtx, xty, init)
+    noise = 1.0 if cfg["noise_scale"] is None else float(cfg["noise_scale"])
+    sample_noise = lik == "gaussian" and cfg["noise_scale"] is None
+    mu0, lam = w.mean(0), s2 * np.eye(d)
+    trees, draws = [], {n: [] for n in ("w", "mu0", "Lambda", "noise", "tree_height")}
+    acc = {"time": 0, "exchange": 0, "spr": 0, "w": 0}
+    n_moves = 0
+    for it in range(n_warmup + n_samples):
+        # 1. weights given tree and parameters
+        c, _ = _cov_and_messages(tree.merges, tree.times, jnp.asarray(w), root_var)
+        cinv = np.linalg.inv(np.asarray(c))
+        laminv = np.linalg.inv(lam)
+        if lik == "gaussian":
+            if observed:
+                w = _draw_w_gaussian(rng, cinv, laminv, mu0, xtx, xty, noise)
+            else:
+                w = _draw_w_gaussian(rng, cinv, laminv, mu0, xtx * 0, xty * 0, 1.0)
+            acc["w"] += 1
+        elif observed:
+            w, ok = _draw_w_bernoulli(rng, w, cinv, laminv, mu0, data, seg)
+            acc["w"] += ok
+        else:
+            w = _draw_w_gaussian(rng, cinv, laminv, mu0, xtx * 0, xty * 0, 1.0)
+            acc["w"] += 1
+        # 2. (Lambda, mu0) given weights and tree
+        _, msg = _cov_and_messages(tree.merges, tree.times, jnp.asarray(w), root_var)
+        diff, spread = np.asarray(msg.diff), np.asarray(msg.spread)
+        m_root, s_root = np.asarray(msg.mean)[-1], float(np.asarray(msg.var)[-1]) + root_var
+        scatter = (diff / spread[:, None]).T @ diff + np.outer(m_root, m_root) / (1 + s_root)
+        lam = np.atleast_2d(
+            stats.invwishart.rvs(d + 1 + k, s2 * np.eye(d) + scatter, random_state=rng)
+        )
+        mu0 = rng.multivariate_normal(m_root / (1 + s_root), s_root / (1 + s_root) * lam)
+        # 3. noise given weights
+        if sample_noise:
+            if observed:
+                resid = data.y - np.sum(data.X * w[data.task], 1)
+                ssr = max(float(resid @ resid), 1e-12)
+                noise = float(
+                    np.sqrt(
+                        np.sqrt(ssr)
+                        * stats.geninvgauss.rvs((1 - data.n) / 2, np.sqrt(ssr), random_state=rng)
+                    )
+                )
+            else:
+                noise = abs(float(rng.normal()))
+        # 4. tree given weights and parameters (internal node values marginalised)
+        lc = np.linalg.cholesky(lam)
+        xw = jnp.asarray(np.linalg.solve(lc, (w - mu0).T).T)
+
+        def loglik(tr, xw=xw):
+            return float(_brown(tr.merges, tr.times, xw, root_var))
+
+        state = tree_mh_init(tree, loglik)
+        for _ in range(steps):
+            state, ok = tree_mh_step(rng, state, loglik)
+            for m, v in ok.items():
+                acc[m] += v
+            n_moves += 1
+        tree = state.tree
+        if it >= n_warmup and (it - n_warmup) % thin == 0:
+            trees.append(tree)
+            for name, v in (("w", w), ("mu0", mu0), ("Lambda", lam), ("noise", noise)):
+                draws[name].append(np.array(v, float))
+            draws["tree_height"].append(float(tree.times[-1]))
+    if not sample_noise:
+        draws.pop("noise")
+    total = n_warmup + n_samples
+    rates = {m: acc[m] / max(n_moves, 1) for m in ("time", "exchange", "spr")}
+    if lik == "bernoulli":
+        rates["w"] = acc["w"] / total
+    return trees, {n: np.asarray(v) for n, v in draws.items()}, rates

@@ -1,0 +1,184 @@
+"""Full posterior over trees and parameters of the mean-sharing latent hierarchy."""
+
+import json
+from collections import Counter
+
+import numpy as np
+import pytest
+from bayesmtl.data import TaskData
+from bayesmtl.inference.tree_posterior import (
+    _draw_w_bernoulli,
+    _draw_w_gaussian,
+    tree_posterior,
+)
+from bayesmtl.models.coalescent import tree_covariance
+from bayesmtl.models.tree import Tree, clades, ranked_histories, tree_from_merges
+from scipy import stats
+
+# two well-separated clades of three tasks: weights near (2, 0) for tasks {0, 2, 4} and near
+# (-1, 2) for {1, 3, 5} (within-clade spread 0.15, between-clade distance 3.6)
+TRUE_CLADES = [frozenset({0, 2, 4}), frozenset({1, 3, 5})]
+
+
+def _two_clades(seed=0, n_per_task=15, noise=0.3):
+    rng = np.random.default_rng(seed)
+    centres = np.array([[2.0, 0.0], [-1.0, 2.0]])
+    w = centres[np.arange(6) % 2] + 0.15 * rng.normal(size=(6, 2))
+    task = np.repeat(np.arange(6), n_per_task)
+    x = rng.normal(size=(len(task), 2))
+    y = np.sum(x * w[task], 1) + noise * rng.normal(size=len(task))
+    return TaskData(X=x, y=y, task=task)
+
+
+@pytest.fixture(scope="module")
+def posterior():
+    data = _two_clades()
+    return data, tree_posterior(data, num_chains=2, num_warmup=100, num_samples=200, seed=1)
+
+
+def test_true_clades_get_high_posterior_probability(posterior):
+    _, post = posterior
+    probs = post.clade_probabilities()
+    for c in TRUE_CLADES:
+        assert probs.get(c, 0.0) >= 0.9, (sorted(c), probs.get(c))
+    assert set(TRUE_CLADES) <= set(clades(post.mcc_tree()))
+    assert post.asdsf() < 0.1  # chains started from independent random trees agree
+
+
+def test_summary_is_json_ready_and_consistent(posterior):
+    _, post = posterior
+    s = json.loads(json.dumps(post.summary(names=list("abcdef"))))
+    ps = [c["probability"] for c in s["clade_probabilities"]]
+    assert ps == sorted(ps, reverse=True) and min(ps) >= 0.05
+    assert s["clade_probabilities"][0]["tasks"] in ([0, 2, 4], [1, 3, 5])
+    assert s["newick"].endswith(";") and all(n in s["newick"] for n in "abcdef")
+    assert s["max_rhat"] == pytest.approx(post.max_rhat) and 1.0 <= s["max_rhat"] < 1.2
+    assert s["asdsf"] == pytest.approx(post.asdsf())
+    assert set(post.samples) == {"w", "mu0", "Lambda", "noise", "tree_height"}
+    assert post.samples["w"].shape == (2, 200, 6, 2)
+
+
+def test_similarity_is_the_average_tree_covariance(posterior):
+    _, post = posterior
+    trees = post.all_trees[::50]
+    sub = type(post)(
+        trees=[trees], samples={}, idata=None, accept={}, likelihood="gaussian", root_var=1.0
+    )
+    expected = np.mean([np.asarray(tree_covariance(t, 1.0)) for t in trees], 0)
+    np.testing.assert_allclose(sub.similarity(), expected, rtol=1e-6)  # float32 expected
+
+
+def test_gaussian_weight_step_is_the_exact_conditional():
+    # independent dense form: vec(W) row-major ~ N(1 mu0', C kron Lambda) a priori, and
+    # y = B vec(W) + noise with B the (n, K*D) block design
+    rng = np.random.default_rng(0)
+    k, d, n, noise = 3, 2, 12, 0.7
+    tree = tree_from_merges([[0, 1], [2, 3]], [0.3, 1.2])
+    c = np.asarray(tree_covariance(tree, 0.5))
+    lam = np.array([[1.0, 0.4], [0.4, 0.6]])
+    mu0 = np.array([0.3, -0.2])
+    x, task = rng.normal(size=(n, d)), np.repeat(np.arange(k), n // k)
+    y = rng.normal(size=n)
+    b = np.zeros((n, k * d))
+    for i in range(n):
+        b[i, task[i] * d : task[i] * d + d] = x[i]
+    prior_cov = np.kron(c, lam)
+    post_cov = np.linalg.inv(np.linalg.inv(prior_cov) + b.T @ b / noise**2)
+    post_mean = post_cov @ (np.linalg.solve(prior_cov, np.tile(mu0, k)) + b.T @ y / noise**2)
+    xtx = np.zeros((k, d, d))
+    np.add.at(xtx, task, x[:, :, None] * x[:, None, :])
+    xty = np.zeros((k, d))
+    np.add.at(xty, task, x * y[:, None])
+    draws = np.array([
+        _draw_w_gaussian(rng, np.linalg.inv(c), np.linalg.inv(lam), mu0, xtx, xty, noise).ravel()
+        for _ in range(4000)
+    ])  # fmt: skip
+    se = np.sqrt(np.diag(post_cov) / 4000)
+    assert np.all(np.abs(draws.mean(0) - post_mean) < 4 * se)
+    # sample covariance: sd of an entry <= sqrt(2/4000) * max variance
+    np.testing.assert_allclose(np.cov(draws.T), post_cov, atol=4 * np.sqrt(2 / 4000) * 0.5)
+
+
+def test_bernoulli_weight_step_leaves_its_conditional_invariant():
+    # K = 3 tasks, D = 1: compare the chain's mean with importance sampling from the prior
+    rng = np.random.default_rng(1)
+    tree = tree_from_merges([[0, 1], [2, 3]], [0.3, 1.2])
+    c = np.asarray(tree_covariance(tree, 1.0))
+    x = rng.normal(size=(30, 1)) * 2
+    task = np.repeat(np.arange(3), 10)
+    y = (rng.uniform(size=30) < 1 / (1 + np.exp(-1.5 * x[:, 0] * (task - 1)))).astype(float)
+    data = TaskData(X=x, y=y, task=task)
+    cinv, laminv, mu0 = np.linalg.inv(c), np.eye(1), np.zeros(1)
+    w, chain, acc = np.zeros((3, 1)), [], 0
+    for _ in range(3000):
+        w, ok = _draw_w_bernoulli(rng, w, cinv, laminv, mu0, data)
+        chain.append(w[:, 0])
+        acc += ok
+    chain = np.array(chain)
+    prior = rng.multivariate_normal(np.zeros(3), c, size=200000)
+    eta = x[:, 0][None] * prior[:, task]
+    logw = np.sum(y * eta - np.logaddexp(0, eta), 1)
+    wts = np.exp(logw - logw.max())
+    wts /= wts.sum()
+    exact = wts @ prior
+    sd = np.sqrt(wts @ prior**2 - exact**2)
+    assert acc / 3000 > 0.5  # the Laplace proposal is close to the conditional
+    # batch means for the chain's MC error; the IS side is ~ 10x more precise
+    bm = chain.reshape(30, -1, 3).mean(1)
+    se = bm.std(0, ddof=1) / np.sqrt(30)
+    assert np.all(np.abs(chain.mean(0) - exact) < 4 * se + 0.02 * sd), (chain.mean(0), exact)
+
+
+@pytest.mark.parametrize(
+    "sweeps", [1200, pytest.param(6000, marks=pytest.mark.slow)], ids=["fast", "long"]
+)
+def test_without_data_the_sampler_leaves_the_kingman_prior_invariant(sweeps):
+    n, batches = 4, 20
+    exact = Counter()
+    hist = ranked_histories(n)
+    for h in hist:
+        for c in clades(Tree(h, np.arange(1.0, n))):
+            exact[c] += 1 / len(hist)
+    data = TaskData(X=np.zeros((4, 1)), task=[0, 1, 2, 3])
+    post = tree_posterior(
+        data, num_chains=1, num_warmup=100, num_samples=sweeps, tree_steps=2, seed=0
+    )
+    sets = [set(clades(t)) for t in post.trees[0]]
+    for c, p in exact.items():
+        ind = np.array([c in s for s in sets], float).reshape(batches, -1)
+        se = ind.mean(1).std(ddof=1) / np.sqrt(batches)
+        assert abs(ind.mean() - p) < 4 * se + 0.005, (sorted(c), ind.mean(), p)
+    # Lambda ~ IW(1, 2) = InvGamma(1, 1/2): its CDF at the draws is uniform (mean 1/2)
+    u = stats.invgamma(1.0, scale=0.5).cdf(post.samples["Lambda"][0, :, 0, 0])
+    bm = u.reshape(batches, -1).mean(1)
+    assert abs(bm.mean() - 0.5) < 4 * bm.std(ddof=1) / np.sqrt(batches)
+
+
+def test_bernoulli_posterior_runs_and_recovers_a_clear_split():
+    # labels ~ Bernoulli(sigmoid(2 y)) from the outputs y of the two-clade regression
+    base = _two_clades(seed=2, n_per_task=40)
+    u = np.random.default_rng(3).uniform(size=base.n)
+    data = base.with_y((u < 1 / (1 + np.exp(-2 * base.y))).astype(float))
+    post = tree_posterior(
+        data, likelihood="bernoulli", num_chains=2, num_warmup=50, num_samples=100, seed=3
+    )
+    assert post.accept["w"] > 0.3
+    assert "noise" not in post.samples
+    p = post.clade_probabilities()
+    assert min(p.get(c, 0) for c in TRUE_CLADES) > 0.5
+    assert np.all(np.isfinite(post.log_predictive(data)))
+
+
+def test_bad_input_raises_value_error():
+    two = TaskData(X=np.zeros((4, 1)), y=np.zeros(4), task=[0, 0, 1, 1])
+    three = TaskData(X=np.zeros((3, 1)), y=[0.0, 2.0, 1.0], task=[0, 1, 2])
+    with pytest.raises(ValueError, match="at least 3 tasks"):
+        tree_posterior(two)
+    with pytest.raises(ValueError, match="likelihood"):
+        tree_posterior(three, likelihood="poisson")
+    with pytest.raises(ValueError, match="label"):
+        tree_posterior(three, likelihood="bernoulli")
+    with pytest.raises(ValueError, match="num_chains"):
+        tree_posterior(three, num_chains=0)
+    with pytest.raises(ValueError, match="init"):
+        tree_posterior(three, init="best")
