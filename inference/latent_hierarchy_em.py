@@ -34,7 +34,9 @@ from bayesmtl.models.coalescent import (
     Tree,
     as_tree,
     brownian_log_likelihood,
+    clades,
     kingman_log_prob,
+    to_newick,
     upward_messages,
 )
 from scipy.optimize import minimize
@@ -54,6 +56,19 @@ class EMResult(NamedTuple):
     objective: np.ndarray
     n_iter: int
     converged: bool
+
+    def summary(self, *, names=None) -> dict:
+        """The dict the CLI writes to ``summary.json`` for ``--method em``: the greedy-EM tree in
+        Newick form, its clades (task index lists, smallest first), the final objective, the
+        iterations run and the convergence flag."""
+        cl = sorted(clades(self.tree), key=lambda c: (len(c), sorted(c)))
+        return {
+            "newick": to_newick(self.tree, names),
+            "clades": [sorted(int(i) for i in c) for c in cl],
+            "objective": float(self.objective[-1]),
+            "n_iter": int(self.n_iter),
+            "converged": bool(self.converged),
+        }
 
 
 def _loglik(w, x, y, task, noise, likelihood):
@@ -161,7 +176,7 @@ def _update_params(w, tree, s2, root_var):
 
 def _check(data, likelihood, noise_scale, s2, root_var, greedy, min_duration, max_iter):
     if not isinstance(data, TaskData):
-        raise ValueError(f"data: expected a TaskData, got {type(data).__name__}")
+        raise ValueError(f"data: expected a TaskData, got {type(data).__name__}")  # noqa: TRY004
     if data.n_tasks < 2:
         raise ValueError(f"data: a latent hierarchy needs at least 2 tasks, got {data.n_tasks}")
     if data.y is None:

@@ -46,6 +46,14 @@ def test_recovers_well_separated_clades(fitted):
     assert np.max(np.abs(res.w - np.asarray(truth["w"]))) < 0.3
 
 
+def test_summary_lists_the_em_tree(fitted):
+    _, _, res = fitted
+    s = res.summary(names=[f"t{i}" for i in range(8)])
+    assert [0, 1, 2, 3] in s["clades"] and [4, 5, 6, 7] in s["clades"]
+    assert len(s["clades"]) == 6 and s["newick"].count("t") == 8
+    assert s["objective"] == pytest.approx(res.objective[-1])
+
+
 def test_objective_is_the_documented_joint_density(fitted):
     data, _, res = fitted
     w, lam, mu0 = res.w, res.Lambda, res.mu0
