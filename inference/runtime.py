@@ -15,9 +15,12 @@ __all__ = ["configure", "cache_dir", "quiet"]
 CACHE_ENV = "BAYESMTL_JAX_CACHE"
 
 
-def cache_dir() -> Path:
-    """The persistent compilation cache folder (``$BAYESMTL_JAX_CACHE`` overrides it)."""
+def cache_dir() -> Path | None:
+    """The persistent compilation cache folder (``$BAYESMTL_JAX_CACHE`` overrides it; ``off``
+    disables the cache)."""
     env = os.environ.get(CACHE_ENV)
+    if env and env.lower() in ("off", "0", "none", "false"):
+        return None
     if env:
         return Path(env).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
@@ -49,10 +52,10 @@ def configure(*, host_devices: int | None = None, platform: str | None = None,
         numpyro.set_platform(platform)
     n = host_devices if host_devices is not None else min(os.cpu_count() or 1, 8)
     numpyro.set_host_device_count(max(1, int(n)))
-    if compilation_cache:
+    path = cache_dir() if compilation_cache else None
+    if path is not None:
         import jax
 
-        path = cache_dir()
         path.mkdir(parents=True, exist_ok=True)
         jax.config.update("jax_compilation_cache_dir", str(path))
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
