@@ -27,7 +27,7 @@ from bayesmtl.inference.runtime import configure
 
 configure(host_devices=1)
 
-from bayesmtl.data.multioutput import load_grunfeld
+from bayesmtl.data.multioutput import load_grunfeld_sur
 from bayesmtl.inference.vem_sparse import active_blocks, fit_vem_sparse
 from bayesmtl.models.sparse_mtl import simulate, sparse_mtl
 
@@ -102,7 +102,7 @@ def bench_nuts(num_samples):
 
 
 def bench_grunfeld():
-    d = load_grunfeld()
+    d = load_grunfeld_sur()
     tr, te = d.subset(np.arange(15)), d.subset(np.arange(15, 20))
     print("Grunfeld (train 1935-49, test 1950-54, standardised), held-out MSE "
           f"(predicting the mean: {np.mean(te.Y ** 2):.3f}):")

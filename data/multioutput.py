@@ -6,7 +6,7 @@ flat `bayesmtl.data.TaskData` layout (rows replicated per task, task-major).
 
 Loaders
 -------
-`load_grunfeld`: the Grunfeld investment panel (statsmodels) as a multi-output problem: P = 11 firms'
+`load_grunfeld_sur`: the Grunfeld investment panel (statsmodels) as a multi-output problem: P = 11 firms'
 investment at N = 20 years. Classic SUR gives firm p its own regressors (its market value and capital
 stock). Here inputs must be shared, so ``X`` holds *every* firm's (value, capital) of that year
 (D = 22 columns) in Q = 11 feature blocks, one per firm. SUR is the special case where firm p's
@@ -24,7 +24,7 @@ import jax
 import numpy as np
 from bayesmtl.data.taskdata import TaskData, _as_float_2d
 
-__all__ = ["MultiOutputData", "load_grunfeld"]
+__all__ = ["MultiOutputData", "load_grunfeld_sur"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -97,6 +97,11 @@ class MultiOutputData:
     @property
     def n_features(self) -> int:
         return int(self.X.shape[1])
+
+    @property
+    def y(self) -> np.ndarray | None:
+        """Alias of ``Y`` (the observed-data name used by `TaskData` and the generic `fit`)."""
+        return self.Y
 
     def coords(self) -> dict[str, list]:
         """ArviZ coordinates for ``task``, ``feature`` and ``obs``."""
@@ -176,7 +181,7 @@ def check_blocks(blocks, n_features: int, name: str = "feature_blocks") -> np.nd
     return b.astype(np.int32)
 
 
-def load_grunfeld(*, firms: Sequence[str] | None = None, standardize: bool = True
+def load_grunfeld_sur(*, firms: Sequence[str] | None = None, standardize: bool = True
                   ) -> MultiOutputData:
     """The Grunfeld investment panel as shared-input multi-output data.
 
@@ -195,7 +200,7 @@ def load_grunfeld(*, firms: Sequence[str] | None = None, standardize: bool = Tru
 
     Examples
     --------
-    >>> d = load_grunfeld()
+    >>> d = load_grunfeld_sur()
     >>> d.n, d.n_tasks, d.n_features
     (20, 11, 22)
     """

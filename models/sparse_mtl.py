@@ -27,7 +27,7 @@ from bayesmtl.data.multioutput import MultiOutputData, check_blocks
 from bayesmtl.data.taskdata import TaskData
 from bayesmtl.models.gig import MIXING_PRIORS, mixing_prior
 
-__all__ = ["as_multioutput", "resolve_blocks", "simulate", "sparse_mtl", "task_covariance"]
+__all__ = ["as_multioutput", "coords", "resolve_blocks", "simulate", "sparse_mtl", "task_covariance"]
 
 NOISE = ("full", "diag")
 LIKELIHOODS = ("gaussian", "bernoulli")
@@ -126,22 +126,25 @@ def sparse_mtl(
     Q = int(b.max()) + 1
     gamma_prior = mixing_prior(prior, **(prior_params or {}))
     Y = data.Y if y is None else y
-    if likelihood == "bernoulli" and Y is not None:
-        Yn = np.asarray(Y)
-        if not np.all(np.isin(Yn, [0.0, 1.0])):
+    if likelihood == "bernoulli" and Y is not None and not isinstance(Y, jax.core.Tracer):
+        if not np.all(np.isin(np.asarray(Y), [0.0, 1.0])):
             raise ValueError("y: a Bernoulli likelihood needs labels in {0, 1}")
     X = jnp.asarray(data.X)
 
-    with numpyro.plate("task", P, dim=-2), numpyro.plate("rank", rank, dim=-1):
-        V = numpyro.sample("V", dist.Normal(0.0, 1.0))
+    # the "task" plate is always dim -1 (autoguides need one dim per plate name); the rank and
+    # feature axes of V and W_raw are event dimensions named for ArviZ
+    with numpyro.plate("task", P, dim=-1):
+        V = numpyro.sample("V", dist.Normal(0.0, 1.0).expand([rank]).to_event(1),
+                           infer={"event_dims": ["rank"]})
     tau_ = numpyro.sample("tau", dist.HalfNormal(1.0)) if tau is None else jnp.asarray(tau)
     with numpyro.plate("block", Q):
         if gamma_prior is None:
             gamma = numpyro.param("gamma", jnp.ones(Q), constraint=dist.constraints.positive)
         else:
             gamma = numpyro.sample("gamma", gamma_prior)
-    with numpyro.plate("task", P, dim=-2), numpyro.plate("feature", D, dim=-1):
-        W_raw = numpyro.sample("W_raw", dist.Normal(0.0, 1.0))
+    with numpyro.plate("task", P, dim=-1):
+        W_raw = numpyro.sample("W_raw", dist.Normal(0.0, 1.0).expand([D]).to_event(1),
+                               infer={"event_dims": ["feature"]})
     L_task = jnp.linalg.cholesky(task_covariance(V, tau_))
     W = numpyro.deterministic("W", (L_task @ W_raw) * jax.lax.rsqrt(gamma)[jnp.asarray(b)])
     with numpyro.plate("task", P):
@@ -163,6 +166,20 @@ def sparse_mtl(
     numpyro.deterministic("Sigma", scale_tril @ jnp.swapaxes(scale_tril, -1, -2))
     with numpyro.plate("obs", N):
         numpyro.sample("y", dist.MultivariateNormal(f, scale_tril=scale_tril), obs=obs)
+
+
+def coords(data, **_) -> dict[str, list]:
+    """ArviZ coordinates of `sparse_mtl` fitted to ``data``: ``task``, ``task_`` (the second axis of
+    Sigma), ``feature``, ``obs``."""
+    c = as_multioutput(data).coords()
+    c["task_"] = list(c["task"])
+    return c
+
+
+sparse_mtl.coords = coords  # type: ignore[attr-defined]
+# deterministic sites whose dims ArviZ cannot infer from plates
+sparse_mtl.extra_dims = {  # type: ignore[attr-defined]
+    "W": ["task", "feature"], "Sigma": ["task", "task_"], "L_corr": ["task", "task_"]}
 
 
 def simulate(

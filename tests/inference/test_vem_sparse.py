@@ -1,20 +1,25 @@
-"""Variational EM for the sparse multitask model: monotone ELBO, exact updates, recovery."""
+"""Variational EM for the sparse multitask model: monotone ELBO, exact updates, recovery, and
+agreement with NUTS and SVI on the same small problem."""
 
 import bayesmtl.inference.vem_sparse as vem
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from bayesmtl.inference.vem_sparse import active_blocks, fit_vem_sparse
 from bayesmtl.models.sparse_mtl import simulate, sparse_mtl
-from numpyro.infer import MCMC, NUTS
+from numpyro.infer import MCMC, NUTS, SVI, Predictive, Trace_ELBO, init_to_median
+from numpyro.infer.autoguide import AutoMultivariateNormal
 
-P, D, Q = 5, 12, 4
+# one shape for every test in this file: JAX compiles VEM, NUTS and SVI once each
+P, D, Q, N = 4, 8, 4, 60
+MODEL_KW = dict(rank=1, prior="laplace", noise="full")
 
 
 @pytest.fixture(scope="module")
 def sim():
-    return simulate(jax.random.key(3), n=80, n_tasks=P, n_features=D, n_blocks=Q, n_active=2,
+    return simulate(jax.random.key(0), n=N, n_tasks=P, n_features=D, n_blocks=Q, n_active=2,
                     rank=1, noise_scale=0.5)
 
 
@@ -78,13 +83,69 @@ def test_q_w_update_matches_dense_solve(sim):
     np.testing.assert_allclose(W_var, var, rtol=1e-8)
 
 
+@pytest.fixture(scope="module")
+def nuts_draws(sim):
+    mcmc = MCMC(NUTS(sparse_mtl, max_tree_depth=7), num_warmup=200, num_samples=200,
+                progress_bar=False)
+    mcmc.run(jax.random.key(1), sim[0], **MODEL_KW)
+    return {k: np.asarray(v) for k, v in mcmc.get_samples().items()}
+
+
+@pytest.fixture(scope="module")
+def svi_draws(sim):
+    guide = AutoMultivariateNormal(sparse_mtl, init_loc_fn=init_to_median(num_samples=15))
+    # Adam with the step size decaying from 0.05 to 0.0025 over the run
+    svi = SVI(sparse_mtl, guide, optax.adam(optax.exponential_decay(0.05, 3000, 0.05)), Trace_ELBO())
+    res = svi.run(jax.random.key(2), 3000, sim[0], progress_bar=False, **MODEL_KW)
+    losses = np.asarray(res.losses)
+    # converged: the one-draw ELBO estimate has sd ~ 10 here (~ 4% of |ELBO|), so means over 500
+    # steps agree within 2% once the optimisation has stalled
+    assert abs(losses[-500:].mean() - losses[-1000:-500].mean()) < 0.02 * abs(losses[-500:].mean())
+    draws = Predictive(sparse_mtl, guide=guide, params=res.params, num_samples=400,
+                       return_sites=["gamma", "Sigma"])(jax.random.key(3), sim[0], **MODEL_KW)
+    return {k: np.asarray(v) for k, v in draws.items()}
+
+
+def test_vem_nuts_svi_agree_on_block_support(sim, fit, nuts_draws, svi_draws):
+    # gamma's scale is shared with the task covariance (only W identifies their product), so the
+    # methods are compared on the ordering of the block precisions, not on their values: the two
+    # true blocks have the two smallest precisions under all three, each separated from every
+    # switched-off block by more than a factor 10 (measured: VEM > 100, NUTS ~ 600, SVI ~ 500).
+    active = sim[1]["active"]
+    log_g = {"vem": np.log(fit.gamma_mean),
+             "nuts": np.log(nuts_draws["gamma"]).mean(0),
+             "svi": np.log(svi_draws["gamma"]).mean(0)}
+    for name, lg in log_g.items():
+        assert set(np.argsort(lg)[:2]) == set(np.flatnonzero(active)), name
+        assert lg[~active].min() - lg[active].max() > np.log(10.0), (name, np.exp(lg))
+
+
+def test_vem_nuts_svi_agree_on_noise_covariance(sim, fit, nuts_draws, svi_draws):
+    # Entry-wise differences in units of sigma_i sigma_j. The posterior sd of a covariance entry from
+    # N = 60 rows is about sqrt(2/60) = 0.18 (diagonal) and 0.13 (off-diagonal) in those units; the
+    # VEM point estimate (S/N), the NUTS posterior mean (MC error < 0.03 at ESS >= 50) and the
+    # mean-field-free MVN-guide mean may differ by about one posterior sd (prior, degrees of freedom).
+    # A wrong scatter (e.g. omitting the weight uncertainty) would not matter at this size, but a
+    # wrong residual or a wrong rotation would put the difference at the scale of the signal.
+    ref = fit.Sigma
+    unit = np.sqrt(np.outer(np.diag(ref), np.diag(ref)))
+    for name, draws in (("nuts", nuts_draws), ("svi", svi_draws)):
+        diff = np.abs(draws["Sigma"].mean(0) - ref) / unit
+        assert diff.max() < 0.35, (name, diff.max())
+    # and each is close to the truth: relative Frobenius error of a 4x4 covariance from 60 rows ~ 0.2
+    truth = sim[1]["Sigma"]
+    for name, S in (("vem", ref), ("nuts", nuts_draws["Sigma"].mean(0)),
+                    ("svi", svi_draws["Sigma"].mean(0))):
+        assert np.linalg.norm(S - truth) / np.linalg.norm(truth) < 0.45, name
+
+
 @pytest.mark.slow
-def test_agrees_with_nuts_on_block_ordering(sim, fit):
+def test_agrees_with_nuts_on_block_ordering_longer_chains(sim, fit):
     data, _ = sim
-    mcmc = MCMC(NUTS(sparse_mtl), num_warmup=150, num_samples=150, progress_bar=False)
+    mcmc = MCMC(NUTS(sparse_mtl), num_warmup=1000, num_samples=1000, num_chains=2,
+                progress_bar=False)
     mcmc.run(jax.random.key(1), data, rank=1, prior="laplace", noise="diag")
     g_nuts = np.median(np.asarray(mcmc.get_samples()["gamma"]), 0)
-    # the two active blocks have the smallest precision under both methods
     assert set(np.argsort(g_nuts)[:2]) == set(np.argsort(fit.gamma_mean)[:2])
 
 

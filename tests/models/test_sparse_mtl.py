@@ -3,7 +3,7 @@
 import jax
 import numpy as np
 import pytest
-from bayesmtl.data.multioutput import MultiOutputData, load_grunfeld
+from bayesmtl.data.multioutput import MultiOutputData, load_grunfeld_sur
 from bayesmtl.data.taskdata import TaskData
 from bayesmtl.models.sparse_mtl import simulate, sparse_mtl, task_covariance
 from numpyro.infer import Predictive
@@ -12,8 +12,9 @@ from numpyro.infer.util import log_density
 
 @pytest.fixture(scope="module")
 def sim():
-    return simulate(jax.random.key(0), n=30, n_tasks=4, n_features=6, n_blocks=3, n_active=1,
-                    rank=1)
+    # the shapes of tests/inference/test_vem_sparse.py, so that a joint run compiles them once
+    return simulate(jax.random.key(0), n=60, n_tasks=4, n_features=8, n_blocks=4, n_active=2,
+                    rank=1, noise_scale=0.5)
 
 
 # ---------------------------------------------------------------- data
@@ -41,13 +42,13 @@ def test_taskdata_round_trip(sim):
 
 
 def test_grunfeld_is_standardised_with_one_block_per_firm():
-    d = load_grunfeld()
+    d = load_grunfeld_sur()
     assert (d.n, d.n_tasks, d.n_features) == (20, 11, 22)
     np.testing.assert_allclose(d.Y.mean(0), 0, atol=1e-12)
     np.testing.assert_allclose(d.X.std(0), 1, rtol=1e-12)
     assert d.feature_names[2] == "US Steel:value" and d.feature_blocks[2] == 1
     with pytest.raises(ValueError, match="firms: unknown"):
-        load_grunfeld(firms=["Acme"])
+        load_grunfeld_sur(firms=["Acme"])
 
 
 # ---------------------------------------------------------------- model
@@ -82,7 +83,7 @@ def test_bad_configuration_raises(sim):
     with pytest.raises(ValueError, match="rank: must be < n_tasks"):
         run(rank=4)
     with pytest.raises(ValueError, match="blocks: block 1 is empty"):
-        run(blocks=[0, 0, 2, 2, 2, 2])
+        run(blocks=[0, 0, 2, 2, 2, 2, 3, 3])
     with pytest.raises(ValueError, match="chi: must be positive"):
         run(prior="gig", prior_params={"omega": 1.0, "chi": 0.0, "phi": 1.0})
     with pytest.raises(ValueError, match="phi: must be positive"):
