@@ -92,12 +92,10 @@ def load_data(spec: str, args) -> "TaskData":  # noqa: F821
             spec_m = get_model(name)
         except ValueError as e:
             raise CLIError(f"--data: {e}") from None
-        opts = dict(spec_m.defaults)
-        if "likelihood" in q:
-            opts["likelihood"] = q["likelihood"]
+        opts = spec_m.model_kwargs(likelihood=q.get("likelihood"))
         data, _ = spec_m.simulate(
             jax.random.key(int(q.get("seed", 0))), int(q.get("tasks", 8)),
-            int(q.get("per_task", 20)), int(q.get("features", 2)), model=spec_m.model, **opts,
+            int(q.get("per_task", 20)), int(q.get("features", 2)), **opts,
         )
         return data
     path = Path(spec)
@@ -107,7 +105,9 @@ def load_data(spec: str, args) -> "TaskData":  # noqa: F821
         if not args.task_col or not args.target:
             raise CLIError("--data: a CSV needs --task-col and --target (and optionally --features)")
         feats = args.features.split(",") if args.features else None
-        return from_csv(path, task_col=args.task_col, target=args.target, features=feats)
+        tfeats = args.task_features.split(",") if args.task_features else None
+        return from_csv(path, task_col=args.task_col, target=args.target, features=feats,
+                        task_feature_cols=tfeats)
     raise CLIError(
         f"--data: {spec!r} is not a data set ({', '.join(sorted(DATASETS))}), a synthetic:<model> "
         "spec, or an existing CSV file"
@@ -115,14 +115,9 @@ def load_data(spec: str, args) -> "TaskData":  # noqa: F821
 
 
 def _model_kwargs(spec, args) -> dict:
-    kw = dict(spec.defaults)
-    if getattr(args, "likelihood", None):
-        kw["likelihood"] = args.likelihood
-    if getattr(args, "noise", None):
-        kw["noise"] = args.noise
-    if getattr(args, "centered", False):
-        kw["centered"] = True
-    return kw
+    from bayesmtl.registry import OPTION_KEYWORDS
+
+    return spec.model_kwargs(**{opt: getattr(args, opt, None) for opt in OPTION_KEYWORDS})
 
 
 def _settings(args) -> dict:
@@ -143,11 +138,27 @@ def fit_and_write(spec, data, args, out_dir: Path, *, data_label: str) -> dict:
     from bayesmtl.inference import DiagnosticsWarning, diagnose, fit
     from bayesmtl.inference.plots import save_fit_plots
 
+    from bayesmtl.runners import add_memberships, run_method
+
     kw = _model_kwargs(spec, args)
     settings = _settings(args)
     if settings["method"] not in spec.methods:
         raise CLIError(f"--method: {spec.name} supports {spec.methods}, not {settings['method']!r}")
+    if settings["method"] not in ("nuts", "svi"):
+        extra = run_method(settings["method"], spec, data, kw, args, out_dir)
+        summary = {"model": spec.name, "data": data_label, "model_kwargs": kw, "seed": args.seed,
+                   "n_obs": data.n, "n_tasks": data.n_tasks, "n_features": data.n_features,
+                   **extra}
+        (out_dir / "summary.json").write_text(json.dumps(summary, indent=2,
+                                                         default=_json_default))
+        md = [f"# {spec.name} on {data_label} ({settings['method']})", "", spec.description, "",
+              "```", json.dumps({k: v for k, v in summary.items() if not isinstance(v, list)},
+                                indent=2, default=_json_default), "```", ""]
+        md += [f"![{p.name}]({p.name})" for p in sorted(out_dir.glob("*.png"))]
+        (out_dir / "summary.md").write_text("\n".join(md) + "\n")
+        return summary
     res = fit(spec.model, data, model_kwargs=kw, **settings)
+    memberships = add_memberships(res, kw) if spec.family == "task_clustering" else None
     with warnings.catch_warnings(record=True):
         warnings.simplefilter("always", DiagnosticsWarning)
         diag = diagnose(res, strict=False)
@@ -171,6 +182,11 @@ def fit_and_write(spec, data, args, out_dir: Path, *, data_label: str) -> dict:
           "```", str(diag), "```", "", "## Population-level posterior", "",
           "```", table.round(2).to_string(), "```", ""]
     plots = save_fit_plots(res.idata, out_dir)
+    if memberships is not None:
+        from bayesmtl.inference.plots import plot_membership
+
+        plot_membership(memberships, out_dir / "membership.png", task_names=data.task_names)
+        plots.append("membership.png")
     md += ["## Plots", ""] + [f"![{p}]({p})" for p in plots] + [""]
     (out_dir / "summary.md").write_text("\n".join(md))
     summary["_result"] = res
@@ -206,9 +222,12 @@ def cmd_simulate(args) -> int:
     spec = get_model(args.model)
     kw = _model_kwargs(spec, args)
     data, truth = spec.simulate(jax.random.key(args.seed), args.tasks, args.per_task,
-                                args.features, model=spec.model, **kw)
+                                args.features, **kw)
     df = pd.DataFrame(data.X, columns=[f"x{j}" for j in range(data.n_features)])
     df.insert(0, "task", data.task)
+    if data.task_features is not None:
+        for j in range(data.task_features.shape[1]):
+            df[f"tf{j}"] = data.task_features[data.task, j]
     df["y"] = data.y
     out = Path(args.out)
     atomic_write_text(out, df.to_csv(index=False), force=args.force)
@@ -226,8 +245,10 @@ def cmd_fit(args) -> int:
     data = load_data(args.data, args)
     with atomic_dir(args.out, force=args.force) as tmp:
         s = fit_and_write(spec, data, args, tmp, data_label=args.data)
-    print(f"{spec.name}: max R-hat {s['max_rhat']}, min ESS bulk {s['min_ess_bulk']}, "
-          f"divergences {s['divergences']}, elpd_loo {s['elpd_loo']}, gate {s['gate']}")
+    keys = ["max_rhat", "min_ess_bulk", "divergences", "elpd_loo", "log_evidence",
+            "objective", "asdsf", "runtime_s", "gate"]
+    print(f"{spec.name} ({s['method']}): " + ", ".join(
+        f"{k} {s[k]:.4g}" if isinstance(s[k], float) else f"{k} {s[k]}" for k in keys if k in s))
     print(f"wrote {args.out}")
     return 0
 
@@ -279,9 +300,12 @@ def cmd_sbc(args) -> int:
     from bayesmtl.registry import get_model
 
     spec = get_model(args.model)
+    if spec.family != "hierarchical":
+        raise CLIError(f"--model: SBC needs a simulator that draws from the prior; {spec.name}'s "
+                       "simulator draws well-separated tasks instead")
     kw = _model_kwargs(spec, args)
     simulate = functools.partial(spec.simulate, n_tasks=args.tasks, n_per_task=args.per_task,
-                                 n_features=args.features, model=spec.model, **kw)
+                                 n_features=args.features, **kw)
     warmup, samples = (min(args.warmup, 150), min(args.samples, 150)) if FAST else (
         args.warmup, args.samples)
     with atomic_dir(args.out, force=args.force) as tmp:
@@ -340,7 +364,8 @@ def cmd_demo(args) -> int:
 
 # --------------------------------------------------------------------------- parser
 def _add_sampling(p):
-    p.add_argument("--method", choices=["nuts", "svi"], default="nuts")
+    p.add_argument("--method", choices=["nuts", "svi", "eb"], default="nuts",
+                   help="nuts/svi for any model; eb: Bakker & Heskes empirical Bayes")
     p.add_argument("--chains", type=int, default=2)
     p.add_argument("--warmup", type=int, default=1000)
     p.add_argument("--samples", type=int, default=1000)
@@ -354,6 +379,8 @@ def _add_model_opts(p):
     p.add_argument("--likelihood", choices=["gaussian", "bernoulli"])
     p.add_argument("--noise", choices=["shared", "task"])
     p.add_argument("--centered", action="store_true", help="centred parametrisation")
+    p.add_argument("--clusters", type=int, help="number of task clusters (clustering, gating)")
+    p.add_argument("--hidden", type=int, help="tanh hidden units of the shared layer (0: linear)")
 
 
 def _add_data(p, required=True):
@@ -362,6 +389,8 @@ def _add_data(p, required=True):
     p.add_argument("--task-col", dest="task_col")
     p.add_argument("--target")
     p.add_argument("--features", help="comma-separated input columns (CSV data)")
+    p.add_argument("--task-features", dest="task_features",
+                   help="comma-separated task-level columns, constant within a task (CSV data)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,4 +1,11 @@
-"""Names of the models the CLI and `bayesmtl.list_models` know, with their defaults."""
+"""Names of the models the CLI and `bayesmtl.MODELS` know, with their options and simulators.
+
+A `ModelSpec` ties a NumPyro model to: its default keyword arguments; which CLI options map to
+which model keywords (``--clusters`` -> ``n_clusters``, ...); a simulator with one signature,
+``simulate(key, n_tasks, n_per_task, n_features, **model_kwargs) -> (TaskData, truth)``; and the
+inference methods it supports (``nuts``/``svi`` through `bayesmtl.fit`, plus a paper's own route
+such as ``eb``, run by `bayesmtl.runners`).
+"""
 
 from __future__ import annotations
 
@@ -6,37 +13,101 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from bayesmtl.models import hierarchical as _h
+from bayesmtl.models import task_clustering as _tc
 
-__all__ = ["ModelSpec", "MODELS", "get_model"]
+__all__ = ["ModelSpec", "MODELS", "get_model", "OPTION_KEYWORDS"]
+
+# CLI option (argparse dest) -> model keyword.
+OPTION_KEYWORDS = {
+    "likelihood": "likelihood",
+    "noise": "noise",
+    "centered": "centered",
+    "clusters": "n_clusters",
+    "hidden": "hidden",
+}
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A named model: the NumPyro function, its default keyword arguments and its simulator."""
+    """A named model with its defaults, CLI options, simulator and inference methods."""
 
     name: str
     model: Callable
     description: str
     simulate: Callable
     defaults: dict = field(default_factory=dict)
+    options: tuple[str, ...] = ()
     methods: tuple[str, ...] = ("nuts", "svi")
+    family: str = "hierarchical"
 
+    def model_kwargs(self, **cli_options) -> dict:
+        """Model keywords from CLI option values (``None`` = not given); unsupported ones raise."""
+        kw = dict(self.defaults)
+        for opt, value in cli_options.items():
+            if value is None or value is False:
+                continue
+            if opt not in self.options:
+                raise ValueError(f"--{opt}: not an option of model {self.name!r} "
+                                 f"(its options: {', '.join(self.options) or 'none'})")
+            kw[OPTION_KEYWORDS[opt]] = value
+        return kw
+
+
+def _simulate_hierarchical(model):
+    def simulate(key, n_tasks, n_per_task, n_features, **kw):
+        return _h.simulate(key, n_tasks, n_per_task, n_features, model=model, **kw)
+
+    return simulate
+
+
+def _simulate_bh(prior):
+    def simulate(key, n_tasks, n_per_task, n_features, **kw):
+        allowed = {"n_clusters", "hidden", "noise", "intercept", "activation"}
+        return _tc.simulate(key, prior=prior, n_tasks=n_tasks, n_per_task=n_per_task,
+                            n_features=n_features, **{k: v for k, v in kw.items()
+                                                      if k in allowed})
+
+    return simulate
+
+
+_LIN = ("likelihood", "noise")
+_BH = ("noise", "hidden")
 
 MODELS: dict[str, ModelSpec] = {
     "pooled": ModelSpec(
         "pooled", _h.pooled, "one weight vector shared by all tasks (complete pooling)",
-        _h.simulate, {}),
+        _simulate_hierarchical(_h.pooled), options=_LIN),
     "independent": ModelSpec(
         "independent", _h.independent, "separate weights per task (no pooling)",
-        _h.simulate, {}),
+        _simulate_hierarchical(_h.independent), options=_LIN),
     "hierarchical": ModelSpec(
         "hierarchical", _h.hierarchical,
         "w_k ~ N(mu, diag(tau) LL' diag(tau)), LKJ correlations, non-centred (partial pooling)",
-        _h.simulate, {}),
+        _simulate_hierarchical(_h.hierarchical), options=_LIN + ("centered",)),
     "hierarchical-centered": ModelSpec(
         "hierarchical-centered", _h.hierarchical,
         "the hierarchical model in its centred parametrisation (funnel-prone; for comparison)",
-        _h.simulate, {"centered": True}),
+        _simulate_hierarchical(_h.hierarchical), {"centered": True}, options=_LIN),
+    "bh-gaussian": ModelSpec(
+        "bh-gaussian", _tc.task_clustering_model,
+        "Bakker & Heskes: y = A_i' h(x), A_i ~ N(m, Sigma) (--hidden H for a tanh layer)",
+        _simulate_bh("gaussian"), {"prior": "gaussian"}, options=_BH,
+        methods=("nuts", "svi", "eb"), family="task_clustering"),
+    "task-mean": ModelSpec(
+        "task-mean", _tc.task_clustering_model,
+        "Bakker & Heskes: A_i ~ N(M f_i, Sigma), mean from task features f_i",
+        _simulate_bh("task_mean"), {"prior": "task_mean"}, options=_BH,
+        methods=("nuts", "svi", "eb"), family="task_clustering"),
+    "clustering": ModelSpec(
+        "clustering", _tc.task_clustering_model,
+        "Bakker & Heskes task clustering: A_i ~ sum_a q_a N(m_a, Sigma_a) (--clusters C)",
+        _simulate_bh("clustering"), {"prior": "clustering", "n_clusters": 3},
+        options=_BH + ("clusters",), methods=("nuts", "svi", "eb"), family="task_clustering"),
+    "gating": ModelSpec(
+        "gating", _tc.task_clustering_model,
+        "Bakker & Heskes task gating: q_ia = softmax_a(U_a' f_i) from task features",
+        _simulate_bh("gating"), {"prior": "gating", "n_clusters": 3},
+        options=_BH + ("clusters",), methods=("nuts", "svi", "eb"), family="task_clustering"),
 }
 
 

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["plot_trace", "plot_rank", "plot_task_forest", "plot_ppc", "save_fit_plots"]
+__all__ = ["plot_trace", "plot_rank", "plot_task_forest", "plot_ppc", "save_fit_plots",
+           "plot_membership", "plot_evidence_trace"]
 
 
 def _mpl():
@@ -133,3 +134,38 @@ def save_fit_plots(idata, out_dir: str | Path) -> list[str]:
         plt.close("all")
         written.append(name)
     return written
+
+
+def plot_membership(probabilities, path: str | Path | None = None, task_names=None,
+                    max_tasks: int = 80):
+    """Heatmap of cluster-membership probabilities (tasks x clusters), tasks sorted by cluster."""
+    plt = _mpl()
+    p = np.asarray(probabilities)[:max_tasks]
+    order = np.lexsort((-p.max(axis=1), p.argmax(axis=1)))
+    fig, ax = plt.subplots(figsize=(2.6 + 0.8 * p.shape[1], 0.12 * len(p) + 1.6))
+    im = ax.imshow(p[order], aspect="auto", cmap="viridis", vmin=0, vmax=1)
+    ax.set_xticks(range(p.shape[1]), [f"cluster {a}" for a in range(p.shape[1])], fontsize=8)
+    if task_names is not None and len(p) <= 40:
+        ax.set_yticks(range(len(p)), [str(task_names[i]) for i in order], fontsize=6)
+    else:
+        ax.set_ylabel("tasks (sorted by cluster)")
+    fig.colorbar(im, ax=ax, label="P(cluster | data)")
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(str(path), dpi=110)
+        plt.close(fig)
+    return fig
+
+
+def plot_evidence_trace(trace, path: str | Path | None = None):
+    """Log evidence (or any objective) against EM iteration."""
+    plt = _mpl()
+    fig, ax = plt.subplots(figsize=(4.5, 3))
+    ax.plot(np.asarray(trace), marker=".", ms=3)
+    ax.set_xlabel("EM iteration")
+    ax.set_ylabel("log evidence")
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(str(path), dpi=110)
+        plt.close(fig)
+    return fig

@@ -113,3 +113,37 @@ def test_sbc_command(tmp_path):
                "--features", 1, "--thin", 3, "--out", out) == 0
     s = json.loads((out / "summary.json").read_text())
     assert s["num_simulations"] == 4 and (out / "ecdf_pit.png").exists()
+
+
+def test_clustering_by_empirical_bayes_recovers_the_clusters(tmp_path):
+    """--method eb on three well-separated simulated clusters: the labels match the truth."""
+    import jax
+
+    from bayesmtl.models.task_clustering import simulate
+    from bayesmtl.models.task_clustering_metrics import adjusted_rand_index
+
+    out = tmp_path / "eb"
+    assert run("fit", "--model", "clustering", "--clusters", 3, "--method", "eb", "--data",
+               "synthetic:clustering?tasks=12&per_task=15&features=2&seed=4", "--out", out) == 0
+    s = json.loads((out / "summary.json").read_text())
+    _, truth = simulate(jax.random.key(4), prior="clustering", n_tasks=12, n_per_task=15,
+                        n_features=2, n_clusters=3)
+    assert adjusted_rand_index(truth["labels"], s["labels"]) >= 0.9
+    assert (out / "membership.png").exists() and (out / "evidence.png").exists()
+
+
+def test_nuts_clustering_stores_memberships_in_the_datatree(tmp_path):
+    out = tmp_path / "nuts"
+    assert run("fit", "--model", "clustering", "--clusters", 2, "--data",
+               "synthetic:clustering?tasks=6&per_task=10&seed=1", "--chains", 1,
+               "--out", out) == 0
+    tree = xr.open_datatree(out / "posterior.nc", engine="h5netcdf")
+    p = tree["membership"]["probability"].values
+    assert p.shape == (6, 2) and np.allclose(p.sum(axis=1), 1, atol=1e-5)
+
+
+def test_options_a_model_does_not_take_are_refused(tmp_path, capsys):
+    assert run("fit", "--model", "hierarchical", "--clusters", 3, "--data", "exam",
+               "--out", tmp_path / "x") == 2
+    assert "--clusters: not an option of model 'hierarchical'" in capsys.readouterr().err
+    assert run("sbc", "--model", "clustering", "--out", tmp_path / "y") == 2
