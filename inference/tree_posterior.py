@@ -19,6 +19,9 @@ Each sweep of the sampler (Metropolis-within-Gibbs, every step exact for its con
 4. ``tree | W, mu0, Lambda``: ``tree_steps`` Metropolis-Hastings steps of `tree_mh_step` (node
    times, narrow exchange, time-preserving prune-and-regraft), the internal node values
    marginalised exactly by the messages.
+5. a joint scale move on ``(times, Lambda) | W, mu0``: ``times -> c times``, ``Lambda -> Lambda / c``
+   with ``log c ~ U(-0.5, 0.5)`` (Jacobian ``c^(K-1-D(D+1)/2)``). The leaf covariance
+   ``C (x) Lambda`` is nearly invariant along this ridge, which Gibbs steps cross slowly.
 
 Several chains start from independent Kingman trees; tree convergence is the ASDSF between chains
 (`bayesmtl.inference.tree_mcmc.asdsf`), continuous convergence ArviZ's R-hat.
@@ -48,8 +51,9 @@ from bayesmtl.models.coalescent import (
     tree_covariance,
     upward_messages,
 )
+from bayesmtl.models.latent_hierarchy import leaf_evidence, mean_sharing_log_evidence
 from scipy import stats
-from scipy.special import expit, log_expit
+from scipy.special import log_expit
 
 __all__ = ["TreePosterior", "tree_posterior"]
 
@@ -57,6 +61,11 @@ __all__ = ["TreePosterior", "tree_posterior"]
 @jax.jit
 def _brown(merges, times, x, root_var):
     return brownian_log_likelihood(Tree(merges, times), x, root_var=root_var)
+
+
+@jax.jit
+def _collapsed(merges, times, leaf_j, leaf_h, leaf_g, lam, root_var):
+    return mean_sharing_log_evidence(Tree(merges, times), leaf_j, leaf_h, leaf_g, lam, root_var)
 
 
 @jax.jit
@@ -313,28 +322,32 @@ def _stats(data):
     seg = _segments(data.task, k)
     xtx = _segsum(x[:, :, None] * x[:, None, :], seg)
     xty = np.zeros((k, d)) if data.y is None else _segsum(x * data.y[:, None], seg)
-    return xtx, xty, seg
+    return xtx, xty
 
 
-def _kron_precision(cinv, laminv):
-    return np.kron(cinv, laminv)
-
-
-def _add_blocks(p, blocks):
+# Dense linear algebra runs in XLA: numpy's threaded OpenBLAS stalls on a shared, loaded CPU.
+def _precision(c, lam, blocks):
     k, d, _ = blocks.shape
-    view = p.reshape(k, d, k, d)
-    ar = np.arange(k)
-    view[ar, :, ar, :] += blocks
-    return p
+    cinv, laminv = jnp.linalg.inv(c), jnp.linalg.inv(lam)
+    ar = jnp.arange(k)
+    p = jnp.kron(cinv, laminv).reshape(k, d, k, d).at[ar, :, ar, :].add(blocks)
+    return p.reshape(k * d, k * d), cinv, laminv
 
 
-def _draw_w_gaussian(rng, cinv, laminv, mu0, xtx, xty, noise):
+@jax.jit
+def _w_gaussian(c, lam, mu0, xtx, xty, noise, z):
     k, d = xty.shape
-    p = _add_blocks(_kron_precision(cinv, laminv), xtx / noise**2)
+    p, cinv, laminv = _precision(c, lam, xtx / noise**2)
     b = (cinv.sum(1)[:, None] * (laminv @ mu0)[None, :] + xty / noise**2).ravel()
-    chol = np.linalg.cholesky(p)
-    mean = np.linalg.solve(p, b)
-    return (mean + np.linalg.solve(chol.T, rng.normal(size=k * d))).reshape(k, d)
+    chol = jnp.linalg.cholesky(p)
+    mean = jax.scipy.linalg.cho_solve((chol, True), b)
+    return (mean + jax.scipy.linalg.solve_triangular(chol.T, z, lower=False)).reshape(k, d)
+
+
+def _draw_w_gaussian(rng, c, lam, mu0, xtx, xty, noise):
+    """Exact draw of ``W | tree, mu0, Lambda, noise, y`` (``c``: the tree covariance ``C``)."""
+    z = rng.normal(size=xty.size)
+    return np.asarray(_w_gaussian(c, lam, mu0, xtx, xty, noise, z))
 
 
 def _segments(task, k):
@@ -352,42 +365,48 @@ def _segsum(values, seg):
     return out
 
 
-def _draw_w_bernoulli(rng, w, cinv, laminv, mu0, data, seg=None):
+@jax.jit
+def _bern_logpost(v, x, y, task, q, m):
+    eta = jnp.sum(x * v.reshape(-1, x.shape[1])[task], 1)
+    return jnp.sum(y * eta - jnp.logaddexp(0.0, eta)) - 0.5 * (v - m) @ q @ (v - m)
+
+
+@jax.jit
+def _bern_newton(v, x, y, task, c, lam, m):
+    """Log density, Newton step and Cholesky factor of the negative Hessian at ``v``."""
+    k, d = c.shape[0], x.shape[1]
+    eta = jnp.sum(x * v.reshape(k, d)[task], 1)
+    pr = jax.nn.sigmoid(eta)
+    hb = jax.ops.segment_sum((pr * (1 - pr))[:, None, None] * x[:, :, None] * x[:, None, :],
+                             task, k)  # fmt: skip
+    h, _, _ = _precision(c, lam, hb)
+    q, _, _ = _precision(c, lam, jnp.zeros_like(hb))
+    g = jax.ops.segment_sum(x * (y - pr)[:, None], task, k).ravel() - q @ (v - m)
+    chol = jnp.linalg.cholesky(h)
+    return _bern_logpost(v, x, y, task, q, m), jax.scipy.linalg.cho_solve((chol, True), g), chol, q
+
+
+def _draw_w_bernoulli(rng, w, c, lam, mu0, data):
     """Independence MH with the Laplace approximation of ``p(W | ...)`` as proposal."""
     k, d = w.shape
-    x, y, task = data.X, data.y, data.task
-    seg = _segments(task, k) if seg is None else seg
-    xx = x[:, :, None] * x[:, None, :]
-    q = _kron_precision(cinv, laminv)
-    m = np.tile(mu0, k)
-
-    def logpost(v):
-        eta = np.sum(x * v.reshape(k, d)[task], 1)
-        return np.sum(y * eta - np.logaddexp(0.0, eta)) - 0.5 * (v - m) @ q @ (v - m)
-
-    def grad_hess(v):
-        eta = np.sum(x * v.reshape(k, d)[task], 1)
-        pr = expit(eta)
-        g = _segsum(x * (y - pr)[:, None], seg)
-        hb = _segsum((pr * (1 - pr))[:, None, None] * xx, seg)
-        return g.ravel() - q @ (v - m), _add_blocks(q.copy(), hb)
-
-    mode = w.ravel().copy()
-    f = logpost(mode)
+    x, y, task = (jnp.asarray(a) for a in (data.X, data.y, data.task))
+    c, lam = jnp.asarray(c), jnp.asarray(lam)
+    m = jnp.tile(jnp.asarray(mu0), k)
+    mode = jnp.asarray(w.ravel())
+    f, step, chol, q = _bern_newton(mode, x, y, task, c, lam, m)
     for _ in range(30):
-        g, h = grad_hess(mode)
-        step = np.linalg.solve(h, g)
         a = 1.0
-        while logpost(mode + a * step) < f - 1e-12 and a > 1e-4:
+        while float(_bern_logpost(mode + a * step, x, y, task, q, m)) < float(f) - 1e-12:
             a *= 0.5
+            if a < 1e-4:
+                break
         mode = mode + a * step
-        f_new = logpost(mode)
-        done = abs(f_new - f) < 1e-10 * (1 + abs(f))
+        f_new, step, chol, q = _bern_newton(mode, x, y, task, c, lam, m)
+        done = abs(float(f_new) - float(f)) < 1e-10 * (1 + abs(float(f)))
         f = f_new
         if done:
             break
-    _, h = grad_hess(mode)
-    chol = np.linalg.cholesky(h)
+    chol, mode = np.asarray(chol), np.asarray(mode)
     prop = mode + np.linalg.solve(chol.T, rng.normal(size=k * d))
 
     def logq(v):
@@ -395,10 +414,64 @@ def _draw_w_bernoulli(rng, w, cinv, laminv, mu0, data, seg=None):
         return -0.5 * z @ z
 
     cur = w.ravel()
-    log_a = logpost(prop) - logpost(cur) + logq(cur) - logq(prop)
+    log_a = (
+        float(_bern_logpost(jnp.asarray(prop), x, y, task, q, m))
+        - float(_bern_logpost(jnp.asarray(cur), x, y, task, q, m))
+        + logq(cur)
+        - logq(prop)
+    )
     if np.log(rng.uniform()) < log_a:
         return prop.reshape(k, d), True
     return w, False
+
+
+def _scale_target(kingman_and_brown_white, lam, mu0, s2, k):
+    """Terms of the log joint that change under the scale move (given the whitened Brownian)."""
+    d = lam.shape[0]
+    _, logdet = np.linalg.slogdet(lam)
+    inv = np.linalg.inv(lam)
+    return (
+        kingman_and_brown_white
+        - 0.5 * (k + 1 + (d + 1) + d + 1) * logdet
+        - 0.5 * mu0 @ inv @ mu0
+        - 0.5 * s2 * np.trace(inv)
+    )
+
+
+def _tree_target(tree, w, mu0, lam, root_var):
+    """Kingman + whitened Brownian log density of the weights (``Lambda`` terms apart)."""
+    k = w.shape[0]
+    xw = np.linalg.solve(np.linalg.cholesky(lam), (w - mu0).T).T
+    m = k - np.arange(k - 1)
+    kingman = -np.sum(m * (m - 1) / 2.0 * np.diff(np.asarray(tree.times), prepend=0.0))
+    return kingman + float(_brown(tree.merges, tree.times, jnp.asarray(xw), root_var))
+
+
+def _scale_move(rng, tree, w, mu0, lam, s2, root_var, step=0.5):
+    k, d = w.shape
+    cur_tree_target = _tree_target(tree, w, mu0, lam, root_var)
+    eps = rng.uniform(-step, step)
+    c = np.exp(eps)
+    tree2 = Tree(tree.merges, np.asarray(tree.times) * c)
+    lam2 = lam / c
+    xw2 = np.linalg.solve(np.linalg.cholesky(lam2), (w - mu0).T).T
+    kingman2 = -np.sum(
+        (k - np.arange(k - 1))
+        * (k - np.arange(k - 1) - 1)
+        / 2.0
+        * np.diff(tree2.times, prepend=0.0)
+    )
+    new_tree_target = kingman2 + float(
+        _brown(tree2.merges, tree2.times, jnp.asarray(xw2), root_var)
+    )
+    log_a = (
+        _scale_target(new_tree_target, lam2, mu0, s2, k)
+        - _scale_target(cur_tree_target, lam, mu0, s2, k)
+        + (k - 1 - d * (d + 1) / 2) * eps
+    )
+    if np.log(rng.uniform()) < log_a:
+        return tree2, lam2, True
+    return tree, lam, False
 
 
 def _init(rng, data, cfg, xtx, xty, init):
@@ -432,71 +505,86 @@ def _kingman_draw(rng, k):
     return Tree(np.asarray(merges, np.int32), np.asarray(times))
 
 
+def _lam_mu0(rng, tree, w, s2, root_var):
+    """Exact draw of ``(Lambda, mu0) | W, tree`` from the message sufficient statistics."""
+    k, d = w.shape
+    _, msg = _cov_and_messages(tree.merges, tree.times, jnp.asarray(w), root_var)
+    diff, spread = np.asarray(msg.diff), np.asarray(msg.spread)
+    m_root, s_root = np.asarray(msg.mean)[-1], float(np.asarray(msg.var)[-1]) + root_var
+    scatter = (diff / spread[:, None]).T @ diff + np.outer(m_root, m_root) / (1 + s_root)
+    lam = np.atleast_2d(stats.invwishart.rvs(d + 1 + k, s2 * np.eye(d) + scatter, random_state=rng))
+    mu0 = rng.multivariate_normal(m_root / (1 + s_root), s_root / (1 + s_root) * lam)
+    return lam, mu0
+
+
+def _noise(rng, data, w):
+    """Exact draw of ``noise | W, y`` under ``HalfNormal(1)``: ``noise^2 ~ GIG((1-n)/2, 1, SSR)``."""
+    if data.y is None:
+        return abs(float(rng.normal()))
+    resid = data.y - np.sum(data.X * w[data.task], 1)
+    ssr = max(float(resid @ resid), 1e-12)
+    g = stats.geninvgauss.rvs((1 - data.n) / 2, np.sqrt(ssr), random_state=rng)
+    return float(np.sqrt(np.sqrt(ssr) * g))
+
+
+def _tree_moves(rng, tree, loglik, steps, acc):
+    state = tree_mh_init(tree, loglik)
+    for _ in range(steps):
+        state, ok = tree_mh_step(rng, state, loglik)
+        for m, v in ok.items():
+            acc[m] += v
+    return state.tree
+
+
 def _run_chain(rng, data, cfg, n_warmup, n_samples, thin, steps, init):
+    """One chain. Gaussian: a partially collapsed Gibbs sweep, tree | Lambda, noise, y (W and mu0
+    integrated, `mean_sharing_log_evidence`) -> W | tree, Lambda, noise, y (mu0 integrated) ->
+    (Lambda, mu0) | W, tree -> scale move -> noise | W. Bernoulli: W | tree, mu0, Lambda, y ->
+    (Lambda, mu0) | W, tree -> tree | W, mu0, Lambda (messages) -> scale move."""
     k, d = data.n_tasks, data.n_features
     lik, root_var, s2 = cfg["likelihood"], cfg["root_var"], cfg["s2"]
-    observed = data.y is not None
-    xtx, xty, seg = _stats(data)
+    gaussian = lik == "gaussian" or data.y is None
+    xtx, xty = _stats(data)
+    if data.y is None:
+        xtx, xty = xtx * 0, xty * 0
+    yty = np.bincount(data.task, data.y**2, k) if data.y is not None else np.zeros(k)
+    n_rows = np.bincount(data.task, minlength=k) if data.y is not None else np.zeros(k)
     w, tree = _init(rng, data, cfg, xtx, xty, init)
     noise = 1.0 if cfg["noise_scale"] is None else float(cfg["noise_scale"])
     sample_noise = lik == "gaussian" and cfg["noise_scale"] is None
     mu0, lam = w.mean(0), s2 * np.eye(d)
     trees, draws = [], {n: [] for n in ("w", "mu0", "Lambda", "noise", "tree_height")}
-    acc = {"time": 0, "exchange": 0, "spr": 0, "w": 0}
-    n_moves = 0
+    acc = {"time": 0, "exchange": 0, "spr": 0, "w": 0, "scale": 0}
     for it in range(n_warmup + n_samples):
-        # 1. weights given tree and parameters
-        c, _ = _cov_and_messages(tree.merges, tree.times, jnp.asarray(w), root_var)
-        cinv = np.linalg.inv(np.asarray(c))
-        laminv = np.linalg.inv(lam)
-        if lik == "gaussian":
-            if observed:
-                w = _draw_w_gaussian(rng, cinv, laminv, mu0, xtx, xty, noise)
-            else:
-                w = _draw_w_gaussian(rng, cinv, laminv, mu0, xtx * 0, xty * 0, 1.0)
+        if gaussian:
+            leaf = tuple(jnp.asarray(a) for a in leaf_evidence(xtx, xty, yty, n_rows, noise))
+            lam_j = jnp.asarray(lam)
+
+            def loglik(tr, leaf=leaf, lam_j=lam_j):
+                return float(_collapsed(tr.merges, tr.times, *leaf, lam_j, root_var))
+
+            tree = _tree_moves(rng, tree, loglik, steps, acc)
+            c, _ = _cov_and_messages(tree.merges, tree.times, jnp.asarray(w), root_var)
+            w = _draw_w_gaussian(rng, c + 1.0, lam, np.zeros(d), xtx, xty, noise)
             acc["w"] += 1
-        elif observed:
-            w, ok = _draw_w_bernoulli(rng, w, cinv, laminv, mu0, data, seg)
-            acc["w"] += ok
+            lam, mu0 = _lam_mu0(rng, tree, w, s2, root_var)
+            tree, lam, ok = _scale_move(rng, tree, w, mu0, lam, s2, root_var)
+            acc["scale"] += ok
+            if sample_noise:
+                noise = _noise(rng, data, w)
         else:
-            w = _draw_w_gaussian(rng, cinv, laminv, mu0, xtx * 0, xty * 0, 1.0)
-            acc["w"] += 1
-        # 2. (Lambda, mu0) given weights and tree
-        _, msg = _cov_and_messages(tree.merges, tree.times, jnp.asarray(w), root_var)
-        diff, spread = np.asarray(msg.diff), np.asarray(msg.spread)
-        m_root, s_root = np.asarray(msg.mean)[-1], float(np.asarray(msg.var)[-1]) + root_var
-        scatter = (diff / spread[:, None]).T @ diff + np.outer(m_root, m_root) / (1 + s_root)
-        lam = np.atleast_2d(
-            stats.invwishart.rvs(d + 1 + k, s2 * np.eye(d) + scatter, random_state=rng)
-        )
-        mu0 = rng.multivariate_normal(m_root / (1 + s_root), s_root / (1 + s_root) * lam)
-        # 3. noise given weights
-        if sample_noise:
-            if observed:
-                resid = data.y - np.sum(data.X * w[data.task], 1)
-                ssr = max(float(resid @ resid), 1e-12)
-                noise = float(
-                    np.sqrt(
-                        np.sqrt(ssr)
-                        * stats.geninvgauss.rvs((1 - data.n) / 2, np.sqrt(ssr), random_state=rng)
-                    )
-                )
-            else:
-                noise = abs(float(rng.normal()))
-        # 4. tree given weights and parameters (internal node values marginalised)
-        lc = np.linalg.cholesky(lam)
-        xw = jnp.asarray(np.linalg.solve(lc, (w - mu0).T).T)
+            c, _ = _cov_and_messages(tree.merges, tree.times, jnp.asarray(w), root_var)
+            w, ok = _draw_w_bernoulli(rng, w, c, lam, mu0, data)
+            acc["w"] += ok
+            lam, mu0 = _lam_mu0(rng, tree, w, s2, root_var)
+            xw = jnp.asarray(np.linalg.solve(np.linalg.cholesky(lam), (w - mu0).T).T)
 
-        def loglik(tr, xw=xw):
-            return float(_brown(tr.merges, tr.times, xw, root_var))
+            def loglik(tr, xw=xw):
+                return float(_brown(tr.merges, tr.times, xw, root_var))
 
-        state = tree_mh_init(tree, loglik)
-        for _ in range(steps):
-            state, ok = tree_mh_step(rng, state, loglik)
-            for m, v in ok.items():
-                acc[m] += v
-            n_moves += 1
-        tree = state.tree
+            tree = _tree_moves(rng, tree, loglik, steps, acc)
+            tree, lam, ok = _scale_move(rng, tree, w, mu0, lam, s2, root_var)
+            acc["scale"] += ok
         if it >= n_warmup and (it - n_warmup) % thin == 0:
             trees.append(tree)
             for name, v in (("w", w), ("mu0", mu0), ("Lambda", lam), ("noise", noise)):
@@ -505,7 +593,8 @@ def _run_chain(rng, data, cfg, n_warmup, n_samples, thin, steps, init):
     if not sample_noise:
         draws.pop("noise")
     total = n_warmup + n_samples
-    rates = {m: acc[m] / max(n_moves, 1) for m in ("time", "exchange", "spr")}
+    rates = {m: acc[m] / max(total * steps, 1) for m in ("time", "exchange", "spr")}
+    rates["scale"] = acc["scale"] / total
     if lik == "bernoulli":
         rates["w"] = acc["w"] / total
     return trees, {n: np.asarray(v) for n, v in draws.items()}, rates

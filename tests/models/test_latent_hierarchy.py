@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from bayesmtl.data import TaskData
-from bayesmtl.models.coalescent import tree_covariance, tree_from_merges
+from bayesmtl.models.coalescent import Tree, tree_covariance, tree_from_merges
 from bayesmtl.models.latent_hierarchy import covariance_sharing, mean_sharing, simulate
 from numpyro import handlers
 from numpyro.infer import MCMC, NUTS, Predictive
@@ -84,3 +84,33 @@ def test_bad_input_raises_value_error():
         handlers.seed(covariance_sharing, 0)(data, tree=tree3, likelihood="bernoulli")
     with pytest.raises(ValueError, match="at least 2 tasks"):
         simulate(jax.random.PRNGKey(0), 1, 5, 2)
+
+
+def test_collapsed_evidence_matches_dense_gaussian():
+    from bayesmtl.models.latent_hierarchy import leaf_evidence, mean_sharing_log_evidence
+
+    rng = np.random.default_rng(5)
+    k, d, noise, root_var = 4, 2, 0.6, 0.7
+    task = np.array([0, 0, 0, 1, 2, 2, 3, 3, 3, 3])  # task 1 has fewer rows than features
+    x, y = rng.normal(size=(len(task), d)), rng.normal(size=len(task))
+    lam = np.array([[1.0, 0.3], [0.3, 0.5]])
+    b = np.zeros((len(task), k * d))
+    for i, t in enumerate(task):
+        b[i, t * d : t * d + d] = x[i]
+    with jax.enable_x64(True):
+        tree = Tree(TREE4.merges, jnp.asarray(np.asarray(TREE4.times), jnp.float64))
+        c = np.asarray(tree_covariance(tree, root_var)) + 1.0  # + 11': mu0 ~ N(0, Lambda)
+    dense = stats.multivariate_normal(
+        np.zeros(len(task)), b @ np.kron(c, lam) @ b.T + noise**2 * np.eye(len(task))
+    ).logpdf(y)
+    xtx = np.zeros((k, d, d))
+    np.add.at(xtx, task, x[:, :, None] * x[:, None, :])
+    xty = np.zeros((k, d))
+    np.add.at(xty, task, x * y[:, None])
+    yty, n_rows = np.bincount(task, y * y), np.bincount(task)
+    with jax.enable_x64(True):
+        j, h, g = leaf_evidence(
+            jnp.asarray(xtx), jnp.asarray(xty), jnp.asarray(yty), jnp.asarray(n_rows), noise
+        )
+        fast = mean_sharing_log_evidence(tree, j, h, g, jnp.asarray(lam), root_var)
+    assert float(fast) == pytest.approx(dense, abs=1e-8)
