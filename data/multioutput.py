@@ -231,9 +231,9 @@ def _flatten(d: MultiOutputData):
 def _unflatten(aux, children):
     obj = object.__new__(MultiOutputData)
     n_tasks, fn, tn, blocks = aux
-    for k, v in dict(X=children[0], Y=children[1], n_tasks=n_tasks, feature_names=fn,
-                     task_names=tn,
-                     feature_blocks=None if blocks is None else np.asarray(blocks)).items():
+    for k, v in {"X": children[0], "Y": children[1], "n_tasks": n_tasks, "feature_names": fn,
+                     "task_names": tn,
+                     "feature_blocks": None if blocks is None else np.asarray(blocks)}.items():
         object.__setattr__(obj, k, v)
     return obj
 

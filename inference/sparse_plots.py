@@ -26,13 +26,7 @@ NORMALIZE = ("trace", "corr", None)
 
 
 def _mpl():
-    import matplotlib
-
-    if matplotlib.get_backend().lower() not in ("agg", "module://matplotlib_inline.backend_inline"):
-        try:
-            matplotlib.use("Agg")
-        except Exception:  # pragma: no cover - an interactive backend already running
-            pass
+    # the backend is the caller's choice (MPLBACKEND, %matplotlib inline); headless falls back to Agg
     import matplotlib.pyplot as plt
 
     return plt

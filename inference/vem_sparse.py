@@ -197,11 +197,17 @@ def _sweep(s: _State, X, Y, XtX, b, Dq, ard, full_noise):
     return s._replace(tau=jnp.sum(Eg * e) / (P * D))
 
 
-_sweep_jit = jax.jit(_sweep, static_argnums=(6, 7))
-_elbo_jit = jax.jit(_elbo, static_argnums=(6,))
+def _elbo_then_sweep(s: _State, X, Y, XtX, b, Dq, ard, full_noise):
+    """The ELBO at ``s``, one sweep from ``s``, and the moments of the new q(gamma): one compiled
+    program per shape (the Bessel quadrature inside the moments is what makes compiling slow)."""
+    elbo = _elbo(s, X, Y, XtX, b, Dq, ard)
+    s = _sweep(s, X, Y, XtX, b, Dq, ard, full_noise)
+    return elbo, s, _gamma_moments(s.gq, ard)[:3]
 
 
-@jax.jit
+_step_jit = jax.jit(_elbo_then_sweep, static_argnums=(6, 7))
+
+
 def _hyper_objective(theta, fixed, free, Elog, Einv, Eg):
     h = jnp.where(free, theta, fixed)
     hyper = jnp.stack([h[0], jnp.exp(h[1]), jnp.exp(h[2])])
@@ -211,14 +217,12 @@ def _hyper_objective(theta, fixed, free, Elog, Einv, Eg):
 _hyper_grad = jax.jit(jax.value_and_grad(_hyper_objective))
 
 
-_moments_jit = jax.jit(_gamma_moments, static_argnums=(1,))
-
-
-def _update_hyper(s: _State, free: np.ndarray) -> _State:
-    Eg, Elog, Einv, _ = _moments_jit(s.gq, False)
+def _update_hyper(s: _State, free: np.ndarray, moments) -> _State:
+    """Type-II ML step for the free prior parameters, given ``(E g, E log g, E 1/g)`` of q(gamma)."""
+    Eg, Elog, Einv = moments
     h0 = np.array([float(s.hyper[0]), np.log(float(s.hyper[1])), np.log(float(s.hyper[2]))])
     args = (jnp.asarray(h0), jnp.asarray(free), Elog, Einv, Eg)
-    f0 = float(_hyper_objective(jnp.asarray(h0), *args))
+    f0 = float(_hyper_grad(jnp.asarray(h0), *args)[0])
 
     def fg(x):
         th = h0.copy()
@@ -327,15 +331,22 @@ def fit_vem_sparse(
             mu=mu0, Sigma=Sigma, tau=tau0, hyper=jnp.asarray(hyper),
         )
         trace, converged = [], False
+        args = (X, Y, XtX, b, Dq, ard, noise == "full")
+        # strong float64 leaves, so that the compiled step is reused from the first call on
+        s = jax.tree.map(lambda x: jnp.asarray(x, jnp.float64), s)
+        _, s, moments = _step_jit(s, *args)  # the first sweep (the initial ELBO is not recorded)
         for it in range(max_iter):
-            s = _sweep_jit(s, X, Y, XtX, b, Dq, ard, noise == "full")
             if free.any():
-                s = _update_hyper(s, free)
-            trace.append(float(_elbo_jit(s, X, Y, XtX, b, Dq, ard)))
-            if it > 0 and abs(trace[-1] - trace[-2]) < tol * abs(trace[-1]):
-                converged = True
+                s = _update_hyper(s, free, moments)  # leaves q(gamma), hence `moments`, unchanged
+            # the ELBO of s (after sweep it + 1 and the hyperparameter step) and the next sweep,
+            # which is kept only if the loop goes on
+            elbo, s_next, moments_next = _step_jit(s, *args)
+            trace.append(float(elbo))
+            converged = it > 0 and abs(trace[-1] - trace[-2]) < tol * abs(trace[-1])
+            if converged or it == max_iter - 1:
                 break
-        Eg = np.asarray(_moments_jit(s.gq, ard)[0])
+            s, moments = s_next, moments_next
+        Eg = np.asarray(moments[0])
         W_var = np.asarray(jnp.einsum("pq,qj->pj", s.Uw**2, jnp.einsum("qjj->qj", s.Sw)))
         # E[V V'] = V_bar V_bar' + tr(Vc) I (rows of V independent with covariance Vc)
         task_cov = np.asarray(s.Vm @ s.Vm.T + (jnp.trace(s.Vc) + s.tau) * jnp.eye(P))

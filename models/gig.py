@@ -21,6 +21,8 @@ lines) for the log-concave density of ``log g``, a variant of Devroye (2014); ve
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -216,13 +218,13 @@ class GeneralizedInverseGaussian(Distribution):
     ((1000,), True)
     """
 
-    arg_constraints = {
+    arg_constraints: ClassVar[dict] = {
         "omega": constraints.real,
         "chi": constraints.positive,
         "phi": constraints.positive,
     }
     support = constraints.positive
-    reparametrized_params: list[str] = []
+    reparametrized_params: ClassVar[list[str]] = []
 
     def __init__(self, omega, chi, phi, *, validate_args=None):
         _check_finite("omega", omega)
@@ -313,7 +315,7 @@ class GeneralizedInverseGaussian(Distribution):
         elog = ls + dlk[1]
         log_norm = jnp.log(2.0) + lk[1] + w * ls
         ent = -((w - 1.0) * elog - 0.5 * (self.chi * inv + self.phi * mean) - log_norm)
-        return dict(mean=mean, variance=var, inverse=inv, log=elog, entropy=ent)
+        return {"mean": mean, "variance": var, "inverse": inv, "log": elog, "entropy": ent}
 
     def cdf(self, value):  # pragma: no cover - not needed by the library
         raise NotImplementedError("GeneralizedInverseGaussian.cdf: use scipy.stats.geninvgauss")

@@ -18,6 +18,8 @@ with `MultiOutputData.from_taskdata`).
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -126,9 +128,9 @@ def sparse_mtl(
     Q = int(b.max()) + 1
     gamma_prior = mixing_prior(prior, **(prior_params or {}))
     Y = data.Y if y is None else y
-    if likelihood == "bernoulli" and Y is not None and not isinstance(Y, jax.core.Tracer):
-        if not np.all(np.isin(np.asarray(Y), [0.0, 1.0])):
-            raise ValueError("y: a Bernoulli likelihood needs labels in {0, 1}")
+    if (likelihood == "bernoulli" and Y is not None and not isinstance(Y, jax.core.Tracer)
+            and not np.all(np.isin(np.asarray(Y), [0.0, 1.0]))):
+        raise ValueError("y: a Bernoulli likelihood needs labels in {0, 1}")
     X = jnp.asarray(data.X)
 
     # the "task" plate is always dim -1 (autoguides need one dim per plate name); the rank and
@@ -180,6 +182,12 @@ sparse_mtl.coords = coords  # type: ignore[attr-defined]
 # deterministic sites whose dims ArviZ cannot infer from plates
 sparse_mtl.extra_dims = {  # type: ignore[attr-defined]
     "W": ["task", "feature"], "Sigma": ["task", "task_"], "L_corr": ["task", "task_"]}
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _lkj_cholesky_sample(key, dim: int):
+    # jitted: one compilation per size rather than hundreds of eager per-op ones
+    return dist.LKJCholesky(dim, 2.0).sample(key)
 
 
 def simulate(
@@ -243,7 +251,7 @@ def simulate(
     else:
         sd = noise_scale * np.exp(0.2 * np.asarray(jax.random.normal(ks, (P,))))
         if noise == "full":
-            L = np.asarray(dist.LKJCholesky(P, 2.0).sample(kc))
+            L = np.asarray(_lkj_cholesky_sample(kc, P))
             Sigma = (sd[:, None] * L) @ (sd[:, None] * L).T
         else:
             Sigma = np.diag(sd**2)
@@ -251,6 +259,6 @@ def simulate(
         Y = F + eps
     gamma = np.where(active, block_scale**-2, np.inf)
     data = MultiOutputData(X=X, Y=Y, feature_blocks=blocks)
-    truth = dict(W=W, V=V, tau=tau, task_cov=C, active=active, gamma=gamma, mu=mu, Sigma=Sigma,
-                 blocks=blocks)
+    truth = {"W": W, "V": V, "tau": tau, "task_cov": C, "active": active, "gamma": gamma, "mu": mu, "Sigma": Sigma,
+                 "blocks": blocks}
     return data, truth

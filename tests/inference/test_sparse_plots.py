@@ -4,17 +4,17 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.image as mpimg  # noqa: E402
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-from bayesmtl.inference.sparse_plots import (  # noqa: E402
+import matplotlib.image as mpimg
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+from bayesmtl.inference.sparse_plots import (
     block_statistics,
     plot_block_shrinkage,
     plot_task_covariance,
     task_covariance_estimate,
 )
-from bayesmtl.inference.vem_sparse import VEMResult  # noqa: E402
+from bayesmtl.inference.vem_sparse import VEMResult
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -37,7 +37,7 @@ def test_log_prob_matches_dense_mvn_of_vec(setup):
 
 
 def test_samples_have_kronecker_covariance(setup):
-    rng, P, D, M, U, V = setup
+    _, _, _, M, U, V = setup
     n = 40000
     with jax.enable_x64(True):
         W = np.asarray(sample_matrix_normal(jax.random.key(1), M, np.linalg.cholesky(U),
@@ -51,7 +51,7 @@ def test_samples_have_kronecker_covariance(setup):
 
 
 def test_shape_mismatch_raises(setup):
-    _, P, D, M, U, V = setup
+    _, P, D, M, _, _ = setup
     with pytest.raises(ValueError, match="col_scale_tril"):
         matrix_normal_log_prob(M, 0.0, jnp.eye(P), jnp.eye(D + 1))
     with pytest.raises(ValueError, match="row_scale_tril"):
