@@ -162,10 +162,16 @@ def log_evidence(data: TaskData, params: dict, *, prior: str, activation: str = 
     """
     cfg = dict(prior=prior, activation=activation, n_tasks=data.n_tasks)
     F = _design(data, prior, intercept, task_features)
-    params = jax.tree.map(jnp.asarray, params)
-    total, joint, *_ = _evaluate(params, jnp.asarray(data.X), jnp.asarray(data.y),
-                                 jnp.asarray(data.task), F, cfg)
-    return total, joint
+    params = {k: (None if v is None else jnp.asarray(v)) for k, v in params.items()}
+    return _make_evaluate(tuple(sorted(cfg.items())))(
+        params, jnp.asarray(data.X), jnp.asarray(data.y), jnp.asarray(data.task), F)
+
+
+@lru_cache(maxsize=32)
+def _make_evaluate(cfg_items: tuple):
+    """One compiled ``(total, joint)`` evaluation per configuration (eager dispatch is slower)."""
+    cfg = dict(cfg_items)
+    return jax.jit(lambda params, X, y, task, F: _evaluate(params, X, y, task, F, cfg)[:2])
 
 
 def _design(data, prior, intercept, task_features):
@@ -177,6 +183,12 @@ def _design(data, prior, intercept, task_features):
 
 @lru_cache(maxsize=32)
 def _make_step(cfg_items: tuple):
+    """The compiled EM step for one configuration.
+
+    ``step(params, ...) -> (new_params, log_evidence, objective, joint, post_mean, post_cov)``,
+    where everything but ``new_params`` is evaluated at the input ``params``; calling it once more
+    after the last iteration is the final evaluation, so a fit compiles a single function.
+    """
     cfg = dict(cfg_items)
     opt_u = optax.adam(cfg["lr_gates"])
     opt_w = optax.adam(cfg["lr_w"])
@@ -238,16 +250,18 @@ def _make_step(cfg_items: tuple):
 
             def wbody(carry, _):
                 W, st = carry
-                g = jax.grad(f)(W)
+                val, g = jax.value_and_grad(f)(W)
                 upd, st = opt_w.update(g, st)
-                return (optax.apply_updates(W, upd), st), None
+                return (optax.apply_updates(W, upd), st), (val, W)
 
+            # w_steps updates; one more pass only to score the last iterate (values come with the
+            # gradients, so the graph holds the objective once: a smaller, faster compile)
             W0 = new["W"]
-            (W1, _), _ = jax.lax.scan(wbody, (W0, opt_w.init(W0)), None, cfg["w_steps"])
-            new["W"] = jnp.where(f(W1) < f(W0), W1, W0)
-        return new, ev, ev + _penalty(params, cfg), r, mu, V
+            _, (vals, Ws) = jax.lax.scan(wbody, (W0, opt_w.init(W0)), None, cfg["w_steps"] + 1)
+            new["W"] = jnp.where(vals[-1] < vals[0], Ws[-1], W0)
+        return new, ev, ev + _penalty(params, cfg), joint, mu, V
 
-    return jax.jit(step), jax.jit(objective), jax.jit(lambda *a: _evaluate(*a, cfg))
+    return jax.jit(step)
 
 
 def fit_empirical_bayes(data: TaskData, *, prior: str = "clustering", n_clusters: int = 1,
@@ -315,7 +329,7 @@ def fit_empirical_bayes(data: TaskData, *, prior: str = "clustering", n_clusters
                noise=noise, n_tasks=data.n_tasks, ridge=float(ridge), gate_l2=float(gate_l2),
                gate_steps=int(gate_steps), lr_gates=float(lr_gates), w_steps=int(w_steps),
                lr_w=float(lr_w), min_noise_var=float(min_noise_var))
-    step, objective, evaluate = _make_step(tuple(sorted(cfg.items())))
+    step = _make_step(tuple(sorted(cfg.items())))
     X, y, task = jnp.asarray(data.X), jnp.asarray(data.y), jnp.asarray(data.task)
     F = _design(data, prior, intercept, task_features).astype(X.dtype)
     rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel()[-1])
@@ -337,8 +351,8 @@ def fit_empirical_bayes(data: TaskData, *, prior: str = "clustering", n_clusters
             objs.append(float(obj))
             if len(objs) > 1 and objs[-1] - objs[-2] < tol * abs(objs[-1]):
                 break
-        total, joint, mu, V, *_ = evaluate(params, X, y, task, F)
-        final_obj = float(objective(params, X, y, task, F))
+        _, total, final_obj, joint, mu, V = step(params, X, y, task, F)  # at the final params
+        final_obj = float(final_obj)
         evs.append(float(total))
         objs.append(final_obj)
         if best is None or final_obj > best[0]:

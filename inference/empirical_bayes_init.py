@@ -34,14 +34,18 @@ def _initial_params(X, y, task, F, cfg, key, rng):
     W = None
     if H > 0:
         W = jax.random.normal(key, (d + 1, H), X.dtype) / np.sqrt(d + 1)
-    Hx = hidden_features(X, W, activation=cfg["activation"])
-    from bayesmtl.inference.empirical_bayes import task_statistics
-
-    S, b, yy, n = task_statistics(Hx, y, task, T)
+    # numpy from here on: a handful of small one-off operations, which eager JAX would compile
+    Hx = np.asarray(hidden_features(X, W, activation=cfg["activation"]))
+    yn, tn = np.asarray(y), np.asarray(task)
     p = Hx.shape[1]
-    mu0 = np.asarray(jnp.linalg.solve(S + jnp.eye(p), b[..., None])[..., 0])  # per-task ridge
-    res = float(jnp.sum(yy - 2 * jnp.sum(b * mu0, 1) + jnp.einsum("tp,tpq,tq->t", mu0, S, mu0)))
-    s2 = max(res / float(n.sum()), 1e-2 * float(jnp.var(y)), cfg["min_noise_var"])
+    S = np.zeros((T, p, p))
+    np.add.at(S, tn, Hx[:, :, None] * Hx[:, None, :])
+    b = np.zeros((T, p))
+    np.add.at(b, tn, Hx * yn[:, None])
+    yy = np.bincount(tn, yn * yn, minlength=T)
+    mu0 = np.linalg.solve(S + np.eye(p), b[..., None])[..., 0]                  # per-task ridge
+    res = float(np.sum(yy - 2 * np.sum(b * mu0, 1) + np.einsum("tp,tpq,tq->t", mu0, S, mu0)))
+    s2 = max(res / yn.size, 1e-2 * float(np.var(yn)), cfg["min_noise_var"])
     params = dict(W=W, mean_map=None, gates=None, noise_var=jnp.full(T, s2, X.dtype),
                   log_weights=jnp.full(C, -np.log(C), X.dtype))
     eye = np.eye(p)

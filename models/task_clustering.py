@@ -107,10 +107,10 @@ def validate_config(data: TaskData, *, prior: str, n_clusters: int, hidden: int 
             raise ValueError(
                 f"task_features: prior={prior!r} needs task features (data.task_features), "
                 "but none were given")
-        tf = np.asarray(tf)
-        if tf.ndim != 2 or tf.shape[0] != data.n_tasks:
+        shape = np.shape(tf)   # shape only: under jit (jit_model_args) tf is a tracer
+        if len(shape) != 2 or shape[0] != data.n_tasks:
             raise ValueError(
-                f"task_features: expected shape (n_tasks={data.n_tasks}, f), got {tf.shape}")
+                f"task_features: expected shape (n_tasks={data.n_tasks}, f), got {shape}")
 
 
 def task_design(task_features, *, intercept: bool = True) -> jnp.ndarray:

@@ -73,7 +73,7 @@ def test_nuts_posterior_matches_closed_form_linear_fixed_hyperparameters():
     data, _ = simulate(jax.random.key(3), prior="gaussian", n_tasks=3, n_per_task=6)
     p = data.n_features + 1
     mean, cov, sigma = np.full(p, 0.5), 0.8 * np.eye(p) + 0.2, 0.7
-    mcmc = MCMC(NUTS(gaussian_prior_model), num_warmup=300, num_samples=1500,
+    mcmc = MCMC(NUTS(gaussian_prior_model), num_warmup=200, num_samples=800,
                 num_chains=1, progress_bar=False)
     mcmc.run(jax.random.key(4), data, mean=mean, cov=cov, noise_scale=sigma)
     A = np.asarray(mcmc.get_samples(group_by_chain=True)["A"])   # (1, S, T, p)

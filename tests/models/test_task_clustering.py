@@ -25,15 +25,29 @@ def small():
     return simulate(jax.random.key(0), prior="gating", n_tasks=5, n_per_task=4, n_clusters=3)
 
 
-def _prior_draw(key, data, **kwargs):
-    """One prior-predictive draw, traced eagerly (no compilation: cheap for tests)."""
-    tr = handlers.trace(handlers.seed(task_clustering_model, key)).get_trace(data, **kwargs)
-    return {name: np.asarray(site["value"]) for name, site in tr.items()
-            if site["type"] in ("sample", "deterministic")}
+def _identity_corr(site):
+    """LKJ correlation factors set to the identity (sampling LKJ eagerly costs seconds of
+    compilation per shape; its log density is still evaluated in the trace)."""
+    if site["name"].endswith("_corr"):
+        shape = site["fn"].shape()
+        return jnp.broadcast_to(jnp.eye(shape[-1]), shape)
+    return None
+
+
+def _prior_draw(key, data, *, fix_corr=True, **kwargs):
+    """One prior-predictive draw, traced eagerly (no whole-model compilation: cheap for tests)."""
+    model = handlers.substitute(task_clustering_model, substitute_fn=_identity_corr) \
+        if fix_corr else task_clustering_model
+    tr = handlers.trace(handlers.seed(model, key)).get_trace(data, **kwargs)
+    out = {name: np.asarray(site["value"]) for name, site in tr.items()
+           if site["type"] in ("sample", "deterministic")}
+    out["_log_density"] = float(sum(jnp.sum(site["fn"].log_prob(site["value"]))
+                                     for site in tr.values() if site["type"] == "sample"))
+    return out
 
 
 @pytest.mark.parametrize("prior", PRIORS)
-def test_prior_predictive_shapes(small, prior):
+def test_prior_predictive_shapes_and_finite_log_density(small, prior):
     data = small[0]
     C = 3 if prior in ("clustering", "gating") else 1
     draw = _prior_draw(jax.random.key(1), data.without_y(), prior=prior, n_clusters=C, hidden=2,
@@ -41,13 +55,29 @@ def test_prior_predictive_shapes(small, prior):
     assert draw["y"].shape == (data.n,)
     assert draw["A"].shape == (data.n_tasks, 3)   # p = hidden + 1
     assert draw["noise_scale"].shape == (data.n_tasks,)
-    assert np.all(np.isfinite(draw["y"]))
+    assert np.all(np.isfinite(draw["y"])) and np.isfinite(draw["_log_density"])
+
+
+@pytest.mark.parametrize("prior", ["task_mean", "gating"])
+def test_models_trace_with_the_data_as_a_jit_argument(small, prior):
+    # `fit` runs NUTS with jit_model_args=True: task features arrive as tracers, and the eager
+    # checks must read shapes only (they once called np.asarray on them and failed)
+    data = small[0]
+    C = 3 if prior == "gating" else 1
+
+    def draw_y(d):
+        tr = handlers.trace(handlers.seed(task_clustering_model, 0)).get_trace(
+            d, prior=prior, n_clusters=C)
+        return tr["y"]["value"]
+
+    jaxpr = jax.make_jaxpr(draw_y)(data)   # traced, not compiled: cheap
+    assert jaxpr.out_avals[0].shape == (data.n,)
 
 
 def test_cluster_means_are_ordered_in_every_draw(small):
     for seed in range(5):
         draw = _prior_draw(jax.random.key(seed), small[0].without_y(), prior="clustering",
-                           n_clusters=4, cov=np.eye(3))   # fixed cov: ordering only
+                           n_clusters=3, cov=np.eye(3))   # fixed cov: ordering only
         assert np.all(np.diff(draw["cluster_mean"][:, -1]) > 0)
 
 
