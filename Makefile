@@ -34,8 +34,11 @@ venv: $(VENV)/.installed
 demo: venv
 	$(VPY) -m bayesmtl demo --out results/demo --force
 
+# Two worker processes (one per core), each module's tests kept together so that their shared
+# fixtures and compiled kernels are built once. Separate processes also keep any one process from
+# accumulating thousands of XLA executables.
 test: venv
-	@$(VPY) -m pytest -q; rc=$$?; \
+	@$(VPY) -m pytest -q -n 2 --dist loadfile --durations=15; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$rc
 
 bench: venv

@@ -22,12 +22,12 @@ def test_rank_statistics_counts_draws_below_truth():
 
 @pytest.fixture(scope="module")
 def calibrated():
-    return sbc(H.hierarchical, simulate=SIM, num_simulations=60, seed=0, **SETTINGS)
+    return sbc(H.hierarchical, simulate=SIM, num_simulations=40, seed=0, **SETTINGS)
 
 
 def test_ranks_are_uniform_for_the_right_posterior(calibrated):
     assert set(calibrated.p_values) >= {"mu", "tau", "sigma", "w"}
-    assert calibrated.ranks["w"].shape == (60, 3, 1)
+    assert calibrated.ranks["w"].shape == (40, 3, 1)
     assert calibrated.max_rank == 40
     # Family-wise 1 % level with a Bonferroni correction over the variables.
     assert calibrated.uniform, calibrated.p_values
@@ -35,7 +35,7 @@ def test_ranks_are_uniform_for_the_right_posterior(calibrated):
 
 def test_a_wrong_posterior_is_rejected():
     """Fit with a prior 10x narrower than the one that simulated the data: ranks pile up."""
-    res = sbc(H.hierarchical, simulate=SIM, num_simulations=60, seed=0,
+    res = sbc(H.hierarchical, simulate=SIM, num_simulations=40, seed=0,
               model_kwargs={"mu_scale": 0.25}, **SETTINGS)
     assert not res.uniform
     assert res.p_values["mu"] < 1e-4
