@@ -24,7 +24,9 @@ import jax
 import numpy as np
 from bayesmtl.data.taskdata import TaskData, _as_float_2d
 
-__all__ = ["MultiOutputData", "load_grunfeld_sur"]
+__all__ = ["LAYOUTS", "MultiOutputData", "load_grunfeld_sur", "to_multioutput"]
+
+LAYOUTS = ("auto", "shared", "panel")
 
 
 @dataclass(frozen=True, eq=False)
@@ -155,6 +157,43 @@ class MultiOutputData:
         return cls(X=X[0], Y=Y, n_tasks=data.n_tasks, feature_names=data.feature_names,
                    task_names=data.task_names, feature_blocks=feature_blocks)
 
+    @classmethod
+    def from_panel(cls, data: TaskData) -> MultiOutputData:
+        """SUR layout of a balanced panel whose tasks have their own inputs.
+
+        Row ``n`` of every task is taken to be the same occasion (a year, say). ``X`` puts all tasks'
+        inputs side by side (``D = P * d`` columns, one feature block per task, named
+        ``"<task>:<feature>"``); classic seemingly unrelated regressions are the special case where
+        task p loads only on block p.
+
+        Raises ``ValueError`` when tasks have different numbers of rows.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> td = TaskData(X=np.arange(8.0)[:, None], y=np.zeros(8), task=[0, 0, 0, 0, 1, 1, 1, 1])
+        >>> m = MultiOutputData.from_panel(td)
+        >>> m.X.tolist(), m.feature_blocks.tolist()
+        ([[0.0, 4.0], [1.0, 5.0], [2.0, 6.0], [3.0, 7.0]], [0, 1])
+        """
+        sizes = data.task_sizes
+        if not np.all(sizes == sizes[0]) or sizes[0] == 0:
+            raise ValueError(
+                f"data: tasks have different numbers of rows {sizes.tolist()[:6]}; the SUR layout "
+                "needs a balanced panel (every task observed on the same occasions)"
+            )
+        P, n = data.n_tasks, int(sizes[0])
+        order = np.argsort(data.task, kind="stable")
+        Xt = data.X[order].reshape(P, n, -1)  # (P, n, d)
+        d = Xt.shape[2]
+        X = Xt.transpose(1, 0, 2).reshape(n, P * d)
+        Y = None if data.y is None else data.y[order].reshape(P, n).T
+        tn = list(data.task_names) if data.task_names else [str(p) for p in range(P)]
+        fn = list(data.feature_names) if data.feature_names else [f"x{j}" for j in range(d)]
+        return cls(X=X, Y=Y, n_tasks=P, task_names=tn,
+                   feature_names=[f"{t}:{f}" for t in tn for f in fn],
+                   feature_blocks=np.repeat(np.arange(P), d))
+
     def __repr__(self) -> str:
         q = None if self.feature_blocks is None else int(self.feature_blocks.max()) + 1
         return (f"MultiOutputData(n={self.n}, n_features={self.n_features}, n_tasks={self.n_tasks}, "
@@ -221,6 +260,39 @@ def load_grunfeld_sur(*, firms: Sequence[str] | None = None, standardize: bool =
     names = [f"{f}:{v}" for f in firms for v in ("value", "capital")]
     return MultiOutputData(X=X, Y=Y, feature_names=names, task_names=firms,
                            feature_blocks=np.repeat(np.arange(len(firms)), 2))
+
+
+def to_multioutput(data, *, layout: str = "auto") -> MultiOutputData:
+    """Multi-output form of a data set for the sparse multitask model.
+
+    Parameters
+    ----------
+    data : MultiOutputData or TaskData
+    layout : {"auto", "shared", "panel"}
+        ``"shared"``: the tasks share identical input rows (`MultiOutputData.from_taskdata`);
+        ``"panel"``: a balanced panel with task-specific inputs, laid out as SUR
+        (`MultiOutputData.from_panel`); ``"auto"``: shared when the inputs are identical, else panel.
+
+    Examples
+    --------
+    >>> from bayesmtl.data import load_grunfeld
+    >>> to_multioutput(load_grunfeld()).X.shape  # 20 years, 11 firms x (value, capital)
+    (20, 22)
+    """
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout: must be one of {LAYOUTS}, got {layout!r}")
+    if isinstance(data, MultiOutputData):
+        return data
+    if isinstance(data, TaskData):
+        if layout == "panel":
+            return MultiOutputData.from_panel(data)
+        try:
+            return MultiOutputData.from_taskdata(data)
+        except ValueError as err:
+            if layout == "shared" or "different numbers of rows" in str(err):
+                raise
+            return MultiOutputData.from_panel(data)
+    raise ValueError(f"data: expected MultiOutputData or TaskData, got {type(data).__name__}")
 
 
 def _flatten(d: MultiOutputData):

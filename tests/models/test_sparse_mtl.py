@@ -41,6 +41,26 @@ def test_taskdata_round_trip(sim):
         MultiOutputData.from_taskdata(TaskData(X=np.ones((3, 1)), y=np.ones(3), task=[0, 0, 1]))
 
 
+def test_panel_layout_puts_each_task_inputs_in_its_own_block():
+    from bayesmtl.data import load_grunfeld
+    from bayesmtl.data.multioutput import to_multioutput
+
+    panel = load_grunfeld()  # TaskData: 11 firms x 20 years, each firm with its own inputs
+    m = to_multioutput(panel)
+    assert (m.n, m.n_tasks, m.n_features) == (20, 11, 22)
+    first = panel.task == 0
+    np.testing.assert_array_equal(m.X[:, m.feature_blocks == 0], panel.X[first])
+    np.testing.assert_array_equal(m.Y[:, 0], panel.y[first])
+    assert m.feature_names[2] == f"{panel.task_names[1]}:value"
+    # the shared layout refuses inputs that differ between tasks; the panel one refuses ragged tasks
+    with pytest.raises(ValueError, match="share identical input rows"):
+        to_multioutput(panel, layout="shared")
+    with pytest.raises(ValueError, match="balanced panel"):
+        to_multioutput(TaskData(X=np.ones((3, 1)), y=np.ones(3), task=[0, 0, 1]), layout="panel")
+    with pytest.raises(ValueError, match="layout"):
+        to_multioutput(panel, layout="wide")
+
+
 def test_grunfeld_is_standardised_with_one_block_per_firm():
     d = load_grunfeld_sur()
     assert (d.n, d.n_tasks, d.n_features) == (20, 11, 22)
