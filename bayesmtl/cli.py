@@ -142,6 +142,8 @@ def fit_and_write(spec, data, args, out_dir: Path, *, data_label: str) -> dict:
 
     kw = _model_kwargs(spec, args)
     settings = _settings(args)
+    if settings["method"] is None:
+        settings["method"] = spec.methods[0]
     if settings["method"] not in spec.methods:
         raise CLIError(f"--method: {spec.name} supports {spec.methods}, not {settings['method']!r}")
     if settings["method"] not in ("nuts", "svi"):
@@ -261,6 +263,9 @@ def _compare_into(names, data, args, tmp: Path, data_label: str) -> tuple[dict, 
     from bayesmtl.registry import get_model
 
     specs = [get_model(n) for n in names]
+    for spec in specs:
+        if not {"nuts", "svi"} & set(spec.methods):
+            raise CLIError(f"--models: {spec.name} has no NUTS/SVI fit, so no PSIS-LOO to compare")
     results, summaries = {}, {}
     for spec in specs:
         sub = tmp / spec.name
@@ -364,8 +369,10 @@ def cmd_demo(args) -> int:
 
 # --------------------------------------------------------------------------- parser
 def _add_sampling(p):
-    p.add_argument("--method", choices=["nuts", "svi", "eb"], default="nuts",
-                   help="nuts/svi for any model; eb: Bakker & Heskes empirical Bayes")
+    p.add_argument("--method", choices=["nuts", "svi", "eb", "em", "mcmc"], default=None,
+                   help="nuts/svi for the NumPyro models; eb: Bakker & Heskes empirical Bayes; "
+                        "em/mcmc: latent hierarchy greedy EM / posterior over trees "
+                        "(default: the model's first method)")
     p.add_argument("--chains", type=int, default=2)
     p.add_argument("--warmup", type=int, default=1000)
     p.add_argument("--samples", type=int, default=1000)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from bayesmtl.models import hierarchical as _h
+from bayesmtl.models import latent_hierarchy as _lh
 from bayesmtl.models import task_clustering as _tc
 
 __all__ = ["ModelSpec", "MODELS", "get_model", "OPTION_KEYWORDS"]
@@ -70,6 +71,12 @@ def _simulate_bh(prior):
     return simulate
 
 
+def _simulate_lh(key, n_tasks, n_per_task, n_features, **kw):
+    allowed = {"likelihood"}
+    return _lh.simulate(key, n_tasks, n_per_task, n_features,
+                        **{k: v for k, v in kw.items() if k in allowed})
+
+
 _LIN = ("likelihood", "noise")
 _BH = ("noise", "hidden")
 
@@ -108,6 +115,12 @@ MODELS: dict[str, ModelSpec] = {
         "Bakker & Heskes task gating: q_ia = softmax_a(U_a' f_i) from task features",
         _simulate_bh("gating"), {"prior": "gating", "n_clusters": 3},
         options=_BH + ("clusters",), methods=("nuts", "svi", "eb"), family="task_clustering"),
+    "latent-hierarchy": ModelSpec(
+        "latent-hierarchy", _lh.mean_sharing,
+        "Daume III 2009: task weights diffuse down a Kingman-coalescent tree over tasks "
+        "(--method em: greedy-tree EM; mcmc: posterior over trees)",
+        _simulate_lh, {}, options=("likelihood",), methods=("em", "mcmc"),
+        family="latent_hierarchy"),
 }
 
 

@@ -147,3 +147,22 @@ def test_options_a_model_does_not_take_are_refused(tmp_path, capsys):
                "--out", tmp_path / "x") == 2
     assert "--clusters: not an option of model 'hierarchical'" in capsys.readouterr().err
     assert run("sbc", "--model", "clustering", "--out", tmp_path / "y") == 2
+
+
+def test_latent_hierarchy_em_and_mcmc_write_trees(tmp_path):
+    data = "synthetic:latent-hierarchy?tasks=5&per_task=15&features=1&seed=2"
+    em = tmp_path / "em"
+    assert run("fit", "--model", "latent-hierarchy", "--method", "em", "--data", data,
+               "--out", em) == 0
+    s = json.loads((em / "summary.json").read_text())
+    assert s["newick"].endswith(";") and s["newick"].count("(") == 4  # 5 leaves: 4 merges
+    assert (em / "tree.png").exists() and (em / "similarity.png").exists()
+    mc = tmp_path / "mcmc"
+    assert run("fit", "--model", "latent-hierarchy", "--method", "mcmc", "--data", data,
+               "--out", mc) == 0
+    s = json.loads((mc / "summary.json").read_text())
+    probs = [c["probability"] for c in s["clade_probabilities"]]
+    assert probs and min(probs) >= 0.05 and max(probs) <= 1.0
+    # Non-trivial clades only: between 2 tasks and all but one.
+    assert all(2 <= len(c["tasks"]) <= 4 for c in s["clade_probabilities"])
+    assert s["asdsf"] is not None and (mc / "posterior.nc").exists()
