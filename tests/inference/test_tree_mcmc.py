@@ -20,7 +20,7 @@ def _exact_kingman_clades(n):
 
 @pytest.mark.parametrize("moves", [("time", "exchange"), ("time", "spr")])
 def test_tree_mcmc_leaves_kingman_prior_invariant(moves):
-    n, steps, batches = 4, 12000, 30
+    n, steps, batches = 4, 8000, 20
     chain = tree_mcmc(0, n, n_steps=steps, moves=moves)
     sets = [set(clades(t)) for t in chain.trees]
     for c, p in _exact_kingman_clades(n).items():

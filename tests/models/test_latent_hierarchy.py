@@ -63,6 +63,7 @@ def test_covariance_sharing_correlations_marginally_uniform():
         assert stats.kstest(rij, stats.uniform(-1, 2).cdf).pvalue > 1e-3
 
 
+@pytest.mark.slow  # ~15 s of NUTS; the fast suite checks weights given data in test_tree_posterior
 def test_nuts_recovers_task_weights_given_the_tree():
     data, truth = simulate(jax.random.PRNGKey(3), 4, 40, 2, tree=TREE4, noise_scale=0.3)
     # centred form: with 40 rows per task the non-centred one needs ~700 leapfrog steps per draw

@@ -1,0 +1,183 @@
+"""Latent task hierarchies (Daume III 2009): recovery, held-out prediction vs the flat model, mixing.
+
+Run: ``python benchmarks/bench_latent_hierarchy.py [--quick] [section ...]`` (sections: recovery,
+heldout, heldout-poor, real, mixing; all by default). Prints
+
+1. recovery: tasks simulated from known trees with well-separated clades: the posterior probability
+   of each true clade (`tree_posterior`, 4 chains from random trees), ASDSF and R-hat, and whether
+   the greedy-EM tree contains the true clades;
+2. held-out log predictive density per row, tree posterior vs the flat hierarchical model
+   (`bayesmtl.models.hierarchical.hierarchical` by `bayesmtl.inference.fit`, NUTS), on data whose
+   truth is a tree and on data whose truth is flat (3 seeds each), with 8 and with 3 training rows
+   per task (``heldout-poor``: where borrowing strength matters);
+3. real data: Exam schools (65 tasks) and radon counties (85 tasks), regression, and Exam as a
+   classification task (``normexam > 0``), held-out rows by `bayesmtl.data.train_test_split`;
+4. tree MCMC at K = 50 tasks: ASDSF, R-hat, ESS of the tree height, acceptance, seconds per sweep.
+
+PAPERS.md lists no published figures for these settings, so the columns are ours only; the flat
+model is the peer, run in the same process on the same splits.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import warnings
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import arviz as az
+import jax
+import numpy as np
+from bayesmtl.data import TaskData, load_exam, load_radon, train_test_split
+from bayesmtl.inference.fit import fit
+from bayesmtl.inference.latent_hierarchy_em import latent_hierarchy_em
+from bayesmtl.inference.tree_posterior import tree_posterior
+from bayesmtl.models import hierarchical as flat
+from bayesmtl.models.latent_hierarchy import simulate
+from bayesmtl.models.tree import clades, tree_from_merges
+from scipy import stats
+from scipy.special import log_expit
+
+QUICK = "--quick" in sys.argv
+CHAINS = 2 if QUICK else 4
+WARM, DRAWS = (150, 250) if QUICK else (400, 800)
+
+
+def _lppd_flat(res, test: TaskData, likelihood: str, intercept: bool) -> np.ndarray:
+    s = res.flat_samples()
+    x = np.column_stack([np.ones(test.n), test.X]) if intercept else test.X
+    eta = np.einsum("nd,snd->sn", x, s["w"][:, test.task])
+    if likelihood == "gaussian":
+        lp = stats.norm.logpdf(test.y[None], eta, s["sigma"].reshape(-1, 1))
+    else:
+        lp = np.where(test.y[None] > 0.5, log_expit(eta), log_expit(-eta))
+    return np.logaddexp.reduce(lp, axis=0) - np.log(len(eta))
+
+
+def _with_intercept(d: TaskData) -> TaskData:
+    return TaskData(X=np.column_stack([np.ones(d.n), d.X]), y=d.y, task=d.task,
+                    n_tasks=d.n_tasks, allow_empty_tasks=True)  # fmt: skip
+
+
+def compare(train, test, *, likelihood="gaussian", intercept=False, seed=0, label=""):
+    tr, te = (_with_intercept(train), _with_intercept(test)) if intercept else (train, test)
+    t0 = time.perf_counter()
+    post = tree_posterior(tr, likelihood=likelihood, num_chains=2, num_warmup=WARM,
+                          num_samples=DRAWS // 2, seed=seed)  # fmt: skip
+    t_tree = time.perf_counter() - t0
+    lp_tree = post.log_predictive(te)
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = fit(flat.hierarchical, train, num_chains=2, num_warmup=WARM, num_samples=DRAWS // 2,
+                  seed=seed, progress_bar=False, posterior_predictive=False,
+                  model_kwargs={"intercept": intercept, "likelihood": likelihood})  # fmt: skip
+    t_flat = time.perf_counter() - t0
+    lp_flat = _lppd_flat(res, test, likelihood, intercept)
+    diff = lp_tree - lp_flat
+    print(
+        f"{label:34s} lppd/row tree {lp_tree.mean():7.3f}  flat {lp_flat.mean():7.3f}  "
+        f"diff {diff.mean():+.3f} +- {diff.std(ddof=1) / np.sqrt(len(diff)):.3f}  "
+        f"(ASDSF {post.asdsf():.3f}, R-hat {post.max_rhat:.3f}; {t_tree:.0f} s vs {t_flat:.0f} s)"
+    )
+    return diff.mean()
+
+
+def recovery():
+    print("== 1. recovery of well-separated clades")
+    rng = np.random.default_rng(0)
+    centres = np.array([[2.0, 0.0], [-1.0, 2.0]])
+    w = centres[np.arange(6) % 2] + 0.15 * rng.normal(size=(6, 2))
+    task = np.repeat(np.arange(6), 15)
+    x = rng.normal(size=(90, 2))
+    data = TaskData(X=x, y=np.sum(x * w[task], 1) + 0.3 * rng.normal(size=90), task=task)
+    two = [frozenset({0, 2, 4}), frozenset({1, 3, 5})]
+    tree8 = tree_from_merges([[0, 1], [4, 5], [2, 3], [6, 7], [8, 10], [9, 11], [12, 13]],
+                             [0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 3.0])  # fmt: skip
+    data8, _ = simulate(jax.random.PRNGKey(0), 8, 25, 2, tree=tree8, noise_scale=0.4,
+                        params={"Lambda": np.eye(2), "mu0": np.zeros(2)})  # fmt: skip
+    for name, d, truth in (("6 tasks, 2 clades of 3", data, two),
+                           ("8 tasks, simulated tree", data8, clades(tree8))):  # fmt: skip
+        post = tree_posterior(d, num_chains=CHAINS, num_warmup=WARM, num_samples=DRAWS, seed=1)
+        p = post.clade_probabilities()
+        em = set(clades(latent_hierarchy_em(d, max_iter=30).tree))
+        probs = ", ".join(f"{sorted(c)}: {p.get(c, 0):.2f}" for c in truth)
+        print(f"{name}: posterior {probs}")
+        print(
+            f"   ASDSF {post.asdsf():.3f}, max R-hat {post.max_rhat:.3f}, "
+            f"EM tree has {len(set(truth) & em)}/{len(truth)} true clades, {post.runtime_s:.0f} s"
+        )
+
+
+def heldout_simulated(train_rows=8):
+    print(
+        f"== 2. held-out lppd per row, {train_rows} training rows per task: tree posterior minus "
+        "flat hierarchical (positive: tree better)"
+    )
+    tree16 = tree_from_merges(  # 4 clades of 4 tasks (pairs, then quartets, then 2 x 8, root)
+        [[2 * i, 2 * i + 1] for i in range(15)],
+        [0.02, 0.04, 0.06, 0.08, 0.1, 0.12, 0.14, 0.16, 0.2, 0.22, 0.24, 0.26, 1.5, 1.6, 3.0],
+    )
+    for seed in range(1 if QUICK else 3):
+        data, _ = simulate(jax.random.PRNGKey(seed), 16, 28, 2, tree=tree16, noise_scale=0.5,
+                           params={"Lambda": np.eye(2), "mu0": np.zeros(2)})  # fmt: skip
+        train, test = train_test_split(data, test_fraction=1 - train_rows / 28, seed=seed)
+        compare(train, test, seed=seed, label=f"truth = tree (16 tasks), seed {seed}")
+    for seed in range(1 if QUICK else 3):
+        data, _ = flat.simulate(jax.random.key(seed), 16, 28, 2, intercept=False, sigma=0.5,
+                                mu=np.zeros(2), tau=np.ones(2))  # fmt: skip
+        train, test = train_test_split(data, test_fraction=1 - train_rows / 28, seed=seed)
+        compare(train, test, seed=seed, label=f"truth = flat (16 tasks), seed {seed}")
+
+
+def real_data():
+    print("== 3. real data, held-out 25 % of rows per task")
+    exam = load_exam()
+    tr, te = train_test_split(exam, test_fraction=0.25, seed=0)
+    compare(tr, te, intercept=True, label="Exam, 65 schools (regression)")
+    radon = load_radon()
+    tr, te = train_test_split(radon, test_fraction=0.25, seed=0)
+    compare(tr, te, intercept=True, label="radon, 85 counties (regression)")
+    binary = exam.with_y((exam.y > 0).astype(float))
+    tr, te = train_test_split(binary, test_fraction=0.25, seed=0)
+    compare(tr, te, likelihood="bernoulli", intercept=True, label="Exam normexam > 0 (Bernoulli)")
+
+
+def mixing(k=50, d=3):
+    print(f"== 4. tree MCMC at K = {k}, D = {d} (Kingman tree, 20 rows per task)")
+    data, truth = simulate(jax.random.PRNGKey(7), k, 20, d, noise_scale=0.5,
+                           params={"Lambda": np.eye(d), "mu0": np.zeros(d)})  # fmt: skip
+    n_warm, n_draw = (200, 300) if QUICK else (500, 1000)
+    post = tree_posterior(data, num_chains=2, num_warmup=n_warm, num_samples=n_draw, seed=3)
+    sweeps = 2 * (n_warm + n_draw)
+    ess_h = float(az.ess(post.idata.posterior.to_dataset()["tree_height"]))
+    p = post.clade_probabilities()
+    true = clades(truth["tree"])
+    found = np.mean([p.get(c, 0) >= 0.5 for c in true])
+    em = set(clades(latent_hierarchy_em(data, max_iter=30).tree))
+    print(
+        f"ASDSF {post.asdsf():.3f}, max R-hat {post.max_rhat:.3f}, ESS(tree height) "
+        f"{ess_h:.0f} of {2 * n_draw}, acceptance {post.accept}"
+    )
+    print(
+        f"{post.runtime_s / sweeps * 1e3:.1f} ms per sweep ({post.extra['tree_steps']} tree steps),"
+        f" {post.runtime_s:.0f} s; true clades with posterior >= 0.5: {found:.2f}, "
+        f"in the EM tree: {len(set(true) & em) / len(true):.2f}"
+    )
+
+
+SECTIONS = {
+    "recovery": recovery,
+    "heldout": heldout_simulated,
+    "heldout-poor": lambda: heldout_simulated(train_rows=3),
+    "real": real_data,
+    "mixing": mixing,
+}
+
+if __name__ == "__main__":
+    chosen = [a for a in sys.argv[1:] if not a.startswith("--")] or list(SECTIONS)
+    for name in chosen:
+        SECTIONS[name]()
