@@ -141,6 +141,11 @@ def fit_and_write(spec, data, args, out_dir: Path, *, data_label: str) -> dict:
     from bayesmtl.runners import add_memberships, run_method
 
     kw = _model_kwargs(spec, args)
+    if spec.family == "sparse":
+        from bayesmtl.data.multioutput import MultiOutputData, to_multioutput
+
+        if not isinstance(data, MultiOutputData):
+            data = to_multioutput(data)
     settings = _settings(args)
     if settings["method"] is None:
         settings["method"] = spec.methods[0]
@@ -369,7 +374,7 @@ def cmd_demo(args) -> int:
 
 # --------------------------------------------------------------------------- parser
 def _add_sampling(p):
-    p.add_argument("--method", choices=["nuts", "svi", "eb", "em", "mcmc"], default=None,
+    p.add_argument("--method", choices=["nuts", "svi", "eb", "em", "mcmc", "vem"], default=None,
                    help="nuts/svi for the NumPyro models; eb: Bakker & Heskes empirical Bayes; "
                         "em/mcmc: latent hierarchy greedy EM / posterior over trees "
                         "(default: the model's first method)")
@@ -388,6 +393,9 @@ def _add_model_opts(p):
     p.add_argument("--centered", action="store_true", help="centred parametrisation")
     p.add_argument("--clusters", type=int, help="number of task clusters (clustering, gating)")
     p.add_argument("--hidden", type=int, help="tanh hidden units of the shared layer (0: linear)")
+    p.add_argument("--prior", choices=["laplace", "student_t", "nig", "gig", "ard"],
+                   help="sparse-mtl: GIG mixing prior of the feature blocks")
+    p.add_argument("--rank", type=int, help="sparse-mtl: rank of the task covariance")
 
 
 def _add_data(p, required=True):

@@ -14,6 +14,7 @@ from typing import Callable
 
 from bayesmtl.models import hierarchical as _h
 from bayesmtl.models import latent_hierarchy as _lh
+from bayesmtl.models import sparse_mtl as _sp
 from bayesmtl.models import task_clustering as _tc
 
 __all__ = ["ModelSpec", "MODELS", "get_model", "OPTION_KEYWORDS"]
@@ -25,6 +26,8 @@ OPTION_KEYWORDS = {
     "centered": "centered",
     "clusters": "n_clusters",
     "hidden": "hidden",
+    "prior": "prior",
+    "rank": "rank",
 }
 
 
@@ -77,6 +80,14 @@ def _simulate_lh(key, n_tasks, n_per_task, n_features, **kw):
                         **{k: v for k, v in kw.items() if k in allowed})
 
 
+def _simulate_sparse(key, n_tasks, n_per_task, n_features, **kw):
+    allowed = {"rank", "noise", "likelihood"}
+    n_features = max(int(n_features), 4)
+    return _sp.simulate(key, n=n_per_task, n_tasks=n_tasks, n_features=n_features,
+                        n_blocks=min(4, n_features), n_active=1,
+                        **{k: v for k, v in kw.items() if k in allowed})
+
+
 _LIN = ("likelihood", "noise")
 _BH = ("noise", "hidden")
 
@@ -121,6 +132,12 @@ MODELS: dict[str, ModelSpec] = {
         "(--method em: greedy-tree EM; mcmc: posterior over trees)",
         _simulate_lh, {}, options=("likelihood",), methods=("em", "mcmc"),
         family="latent_hierarchy"),
+    "sparse-mtl": ModelSpec(
+        "sparse-mtl", _sp.sparse_mtl,
+        "Archambeau, Guo & Zoeter 2011: y_n = W x_n + mu + eps_n, block GIG scale mixtures, "
+        "low-rank task covariance (--prior, --rank; --method vem for the paper's VEM)",
+        _simulate_sparse, {"prior": "laplace", "rank": 1}, options=("prior", "rank", "likelihood"),
+        methods=("vem", "nuts", "svi"), family="sparse"),
 }
 
 

@@ -22,6 +22,7 @@ from arviz_base import from_dict
 from arviz_base.io_numpyro import infer_dims
 from numpyro.infer import MCMC, NUTS, Predictive, log_likelihood
 
+from bayesmtl.data.multioutput import MultiOutputData
 from bayesmtl.data.taskdata import TaskData
 from bayesmtl.inference.runtime import quiet
 from bayesmtl.inference.svi import SVIFit, run_svi
@@ -277,8 +278,8 @@ def fit(
     """
     if method not in METHODS:
         raise ValueError(f"method: expected one of {METHODS}, got {method!r}")
-    if not isinstance(data, TaskData):
-        raise ValueError(f"data: expected a TaskData, got {type(data).__name__}")
+    if not isinstance(data, (TaskData, MultiOutputData)):
+        raise ValueError(f"data: expected a TaskData or MultiOutputData, got {type(data).__name__}")
     if data.y is None:
         raise ValueError("data: y is missing; fit needs observations (use simulate for draws)")
     num_chains = _check_positive_int("num_chains", num_chains)

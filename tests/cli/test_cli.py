@@ -166,3 +166,21 @@ def test_latent_hierarchy_em_and_mcmc_write_trees(tmp_path):
     # Non-trivial clades only: between 2 tasks and all but one.
     assert all(2 <= len(c["tasks"]) <= 4 for c in s["clade_probabilities"])
     assert s["asdsf"] is not None and (mc / "posterior.nc").exists()
+
+
+def test_sparse_mtl_vem_finds_the_active_block(tmp_path):
+    """Synthetic sparse data with one active block of four: VEM names it."""
+    import jax
+
+    from bayesmtl.registry import get_model
+
+    spec = "synthetic:sparse-mtl?tasks=5&per_task=80&features=8&seed=3"
+    out = tmp_path / "vem"
+    assert run("fit", "--model", "sparse-mtl", "--rank", 2, "--method", "vem", "--data", spec,
+               "--out", out) == 0
+    s = json.loads((out / "summary.json").read_text())
+    _, truth = get_model("sparse-mtl").simulate(jax.random.key(3), 5, 80, 8, rank=2)
+    true_active = np.flatnonzero(np.asarray(truth["active"])).tolist()
+    assert s["active_blocks"] == true_active
+    assert np.all(np.diff(json.loads((out / "summary.json").read_text())["gamma_mean"]) != 0)
+    assert (out / "blocks.png").exists() and (out / "task_covariance.png").exists()
