@@ -1,6 +1,8 @@
 """What is observed: the `TaskData` container, splits and scaling, loaders of real data."""
 
 from bayesmtl.data.datasets import DATASETS, load_dataset, load_exam, load_grunfeld, load_radon
+from bayesmtl.data.ilea import load_ilea
+from bayesmtl.data.multioutput import MultiOutputData, load_grunfeld_sur, to_multioutput
 from bayesmtl.data.tabular import from_csv, from_dataframe
 from bayesmtl.data.taskdata import TaskData
 from bayesmtl.data.transforms import Standardizer, train_test_split
@@ -16,4 +18,8 @@ __all__ = [
     "load_grunfeld",
     "load_dataset",
     "DATASETS",
+    "load_ilea",
+    "MultiOutputData",
+    "load_grunfeld_sur",
+    "to_multioutput",
 ]
