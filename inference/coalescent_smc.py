@@ -136,7 +136,7 @@ def smc_prior_post(
     True
     """
     if isinstance(n_particles, bool) or not isinstance(n_particles, (int, np.integer)):
-        raise ValueError(f"n_particles: expected an int >= 2, got {n_particles!r}")
+        raise ValueError(f"n_particles: expected an int >= 2, got {n_particles!r}")  # noqa: TRY004
     if n_particles < 2:
         raise ValueError(f"n_particles: expected an int >= 2, got {n_particles!r}")
     if not (np.isfinite(root_var) and root_var > 0):

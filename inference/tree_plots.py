@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -20,10 +21,8 @@ def _mpl():
     import matplotlib
 
     if matplotlib.get_backend().lower() not in ("agg", "module://matplotlib_inline.backend_inline"):
-        try:
-            matplotlib.use("Agg")
-        except Exception:  # pragma: no cover - an interactive backend already running
-            pass
+        with contextlib.suppress(ImportError, ValueError, RuntimeError):
+            matplotlib.use("Agg")  # an interactive backend may already be running
     import matplotlib.pyplot as plt
 
     return plt

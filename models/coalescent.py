@@ -153,7 +153,7 @@ class KingmanCoalescent(Distribution):
 
     def __init__(self, n_leaves: int, *, validate_args=None):
         if not isinstance(n_leaves, (int, np.integer)) or isinstance(n_leaves, bool):
-            raise ValueError(f"n_leaves: expected an int, got {n_leaves!r}")
+            raise ValueError(f"n_leaves: expected an int, got {n_leaves!r}")  # noqa: TRY004
         if n_leaves < 2:
             raise ValueError(f"n_leaves: a tree needs at least 2 leaves (tasks), got {n_leaves}")
         self.n_leaves = int(n_leaves)
@@ -350,7 +350,7 @@ class BrownianTree(Distribution):
     (3, 2)
     """
 
-    arg_constraints = {
+    arg_constraints = {  # noqa: RUF012  (NumPyro's convention)
         "loc": constraints.real_vector,
         "cov": constraints.positive_definite,
     }

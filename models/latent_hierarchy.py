@@ -51,7 +51,7 @@ LIKELIHOODS = ("gaussian", "bernoulli")
 
 def _check(data: TaskData, tree, likelihood, s2, root_var, noise_scale, y) -> Tree:
     if not isinstance(data, TaskData):
-        raise ValueError(f"data: expected a TaskData, got {type(data).__name__}")
+        raise ValueError(f"data: expected a TaskData, got {type(data).__name__}")  # noqa: TRY004
     if data.n_tasks < 2:
         raise ValueError(f"data: a latent hierarchy needs at least 2 tasks, got {data.n_tasks}")
     if likelihood not in LIKELIHOODS:
