@@ -83,7 +83,7 @@ def _read_mat(path: Path) -> dict[str, np.ndarray]:
     if Xc.size != Yc.size:
         raise ValueError(f"{path}: X has {Xc.size} cells but Y has {Yc.size}")
     parts = []
-    for i, (Xi, Yi) in enumerate(zip(Xc, Yc)):
+    for i, (Xi, Yi) in enumerate(zip(Xc, Yc, strict=True)):
         Xi, Yi = np.asarray(Xi, float), np.asarray(Yi, float).ravel()
         if Xi.ndim != 2 or Xi.shape[1] != 28 or Xi.shape[0] != Yi.size:
             raise ValueError(f"{path}: cell {i}: expected X of shape (n_i, 28) and Y of n_i "

@@ -75,7 +75,10 @@ class EBResult(NamedTuple):
 
 
 def task_statistics(Hx, y, task, n_tasks: int):
-    """Per-task ``H_i'H_i`` ``(T,p,p)``, ``H_i'y_i`` ``(T,p)``, ``y_i'y_i`` and ``n_i`` (segment sums)."""
+    """Per-task ``H_i'H_i`` ``(T,p,p)``, ``H_i'y_i`` ``(T,p)``, ``y_i'y_i`` and ``n_i``.
+
+    Segment sums over the rows: no loop over tasks.
+    """
     seg = lambda v: jax.ops.segment_sum(v, task, num_segments=n_tasks)
     S = seg(Hx[:, :, None] * Hx[:, None, :])
     return S, seg(Hx * y[:, None]), seg(y * y), seg(jnp.ones_like(y))
@@ -160,7 +163,7 @@ def log_evidence(data: TaskData, params: dict, *, prior: str, activation: str = 
     >>> round(float(log_evidence(d, pr, prior="gaussian")[0]), 3)  # two N(0, 2) densities at 0
     -2.531
     """
-    cfg = dict(prior=prior, activation=activation, n_tasks=data.n_tasks)
+    cfg = {"prior": prior, "activation": activation, "n_tasks": data.n_tasks}
     F = _design(data, prior, intercept, task_features)
     params = {k: (None if v is None else jnp.asarray(v)) for k, v in params.items()}
     return _make_evaluate(tuple(sorted(cfg.items())))(
@@ -325,10 +328,11 @@ def fit_empirical_bayes(data: TaskData, *, prior: str = "clustering", n_clusters
         if not np.isfinite(v) or v < 0:
             raise ValueError(f"{name}: must be finite and >= 0, got {v!r}")
     key = jax.random.key(0) if key is None else key
-    cfg = dict(prior=prior, n_clusters=int(n_clusters), hidden=int(hidden), activation=activation,
-               noise=noise, n_tasks=data.n_tasks, ridge=float(ridge), gate_l2=float(gate_l2),
-               gate_steps=int(gate_steps), lr_gates=float(lr_gates), w_steps=int(w_steps),
-               lr_w=float(lr_w), min_noise_var=float(min_noise_var))
+    cfg = {"prior": prior, "n_clusters": int(n_clusters), "hidden": int(hidden),
+           "activation": activation, "noise": noise, "n_tasks": data.n_tasks,
+           "ridge": float(ridge), "gate_l2": float(gate_l2), "gate_steps": int(gate_steps),
+           "lr_gates": float(lr_gates), "w_steps": int(w_steps), "lr_w": float(lr_w),
+           "min_noise_var": float(min_noise_var)}
     step = _make_step(tuple(sorted(cfg.items())))
     X, y, task = jnp.asarray(data.X), jnp.asarray(data.y), jnp.asarray(data.task)
     F = _design(data, prior, intercept, task_features).astype(X.dtype)
@@ -365,8 +369,8 @@ def fit_empirical_bayes(data: TaskData, *, prior: str = "clustering", n_clusters
         if prior == "gating":
             params["gates"] = params["gates"][:, perm]
         joint, mu, V = joint[:, perm], mu[:, perm], V[:, perm]
-    config = dict(prior=prior, n_clusters=int(n_clusters), hidden=int(hidden),
-                  activation=activation, noise=noise, intercept=intercept)
+    config = {"prior": prior, "n_clusters": int(n_clusters), "hidden": int(hidden),
+                  "activation": activation, "noise": noise, "intercept": intercept}
     return EBResult(params=params, post_mean=mu, post_cov=V,
                     responsibilities=jax.nn.softmax(joint, axis=1), log_evidence=evs[-1],
                     log_evidence_trace=np.array(evs), objective_trace=np.array(objs),

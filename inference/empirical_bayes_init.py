@@ -46,8 +46,8 @@ def _initial_params(X, y, task, F, cfg, key, rng):
     mu0 = np.linalg.solve(S + np.eye(p), b[..., None])[..., 0]                  # per-task ridge
     res = float(np.sum(yy - 2 * np.sum(b * mu0, 1) + np.einsum("tp,tpq,tq->t", mu0, S, mu0)))
     s2 = max(res / yn.size, 1e-2 * float(np.var(yn)), cfg["min_noise_var"])
-    params = dict(W=W, mean_map=None, gates=None, noise_var=jnp.full(T, s2, X.dtype),
-                  log_weights=jnp.full(C, -np.log(C), X.dtype))
+    params = {"W": W, "mean_map": None, "gates": None, "noise_var": jnp.full(T, s2, X.dtype),
+                  "log_weights": jnp.full(C, -np.log(C), X.dtype)}
     eye = np.eye(p)
     if cfg["prior"] == "task_mean":
         Fn = np.asarray(F)

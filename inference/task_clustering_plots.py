@@ -184,9 +184,11 @@ def evidence_loo_table(log_evidence: Mapping[str, float], comparison):
     ----------
     log_evidence : mapping
         Model name -> empirical-Bayes log evidence (``EBResult.log_evidence``).
-    comparison : pandas.DataFrame
-        `bayesmtl.inference.compare` output (index: model names; columns ``elpd``, ``se``,
-        ``dse``), for the same names.
+    comparison : pandas.DataFrame or mapping
+        A comparison table (index: model names; columns ``elpd``, ``se``, ``dse``, as from
+        ``arviz.compare``), or a mapping of the same names to fits (`FitResult` or DataTrees
+        with a ``log_likelihood`` group), which are then compared here by PSIS-LOO without
+        rounding.
 
     Returns
     -------
@@ -205,6 +207,8 @@ def evidence_loo_table(log_evidence: Mapping[str, float], comparison):
     """
     import pandas as pd
 
+    if isinstance(comparison, Mapping):
+        comparison = _loo_compare(comparison)
     names = list(log_evidence)
     missing = [n for n in names if n not in comparison.index]
     if missing or len(names) != len(comparison.index):
@@ -226,6 +230,22 @@ def evidence_loo_table(log_evidence: Mapping[str, float], comparison):
         "rank_loo": (-elpd).argsort().argsort() + 1,
     }, index=pd.Index(names, name="model"))
     return out
+
+
+def _loo_compare(fits: Mapping):
+    """``arviz.compare`` with full precision (ArviZ 1.x rounds to two significant digits unless
+    ``round_to="none"``; ``bayesmtl.inference.compare``'s ``round_to=None`` is rounded too)."""
+    import warnings
+
+    import arviz as az
+
+    trees = {name: getattr(r, "idata", r) for name, r in fits.items()}
+    for name, tree in trees.items():
+        if "log_likelihood" not in tree.children:
+            raise ValueError(f"comparison[{name!r}]: has no log_likelihood group")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return az.compare(trees, round_to="none")
 
 
 def plot_evidence_vs_loo(table, path: str | Path | None = None, *,
@@ -268,7 +288,7 @@ def plot_evidence_vs_loo(table, path: str | Path | None = None, *,
     fig, axes = plt.subplots(1, 2, figsize=(9, 0.45 * len(table) + 1.6), sharey=True)
     panels = [("d_log_evidence", None, "log evidence (EB) - best"),
               ("d_elpd_loo", "dse", "elpd_loo (NUTS, PSIS-LOO) - best")]
-    for ax, (col, err, title), colour in zip(axes, panels, ("C0", "C1")):
+    for ax, (col, err, title), colour in zip(axes, panels, ("C0", "C1"), strict=True):
         v = table[col].to_numpy(float)
         xerr = table[err].to_numpy(float) if err and err in table else None
         ax.barh(y, v, color=colour, alpha=0.75, xerr=xerr, capsize=3)

@@ -340,9 +340,9 @@ def membership_probabilities(samples: dict, data: TaskData, *, prior: str = "clu
 
     For each draw, ``P(z_i = a | A_i, theta) ∝ q_ia N(A_i | m_a, Sigma_a)`` (Rao-Blackwellised over
     the marginalised label); the result averages these over draws, so rows sum to one.  Leading
-    (chain, draw) dimensions of ``samples`` are flattened; relabel first if the model was run without
-    the ordering constraint.  Fixed hyperparameters (``mean``, ``cov``, ``weights``, ``gates``)
-    replace missing sites.
+    (chain, draw) dimensions of ``samples`` are flattened; relabel first if the model was run
+    without the ordering constraint.  Fixed hyperparameters (``mean``, ``cov``, ``weights``,
+    ``gates``) replace missing sites.
 
     Examples
     --------

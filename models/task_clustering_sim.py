@@ -1,4 +1,7 @@
-"""Simulation for the Bakker & Heskes task-clustering family (re-exported by ``task_clustering``)."""
+"""Simulation for the Bakker & Heskes task-clustering family.
+
+Re-exported by ``bayesmtl.models.task_clustering``.
+"""
 
 from __future__ import annotations
 

@@ -81,7 +81,7 @@ def test_standardized_columns_are_z_scores(tmp_path):
 
 def test_missing_path_says_where_the_data_come_from(tmp_path, monkeypatch):
     monkeypatch.delenv("BAYESMTL_ILEA", raising=False)
-    with pytest.raises(FileNotFoundError, match="Goldstein.*BAYESMTL_ILEA"):
+    with pytest.raises(FileNotFoundError, match=r"Goldstein.*BAYESMTL_ILEA"):
         load_ilea()
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_ilea(tmp_path / "nope.DAT")

@@ -136,8 +136,8 @@ def test_gating_with_constant_features_reduces_to_clustering(clustered):
     data, _ = clustered
     q = np.array([0.2, 0.3, 0.5])
     p = data.n_features + 1
-    base = dict(W=None, mean=np.random.default_rng(0).normal(size=(3, p)),
-                cov=np.broadcast_to(0.5 * np.eye(p), (3, p, p)), noise_var=np.full(30, 0.3))
+    base = {"W": None, "mean": np.random.default_rng(0).normal(size=(3, p)),
+                "cov": np.broadcast_to(0.5 * np.eye(p), (3, p, p)), "noise_var": np.full(30, 0.3)}
     ones = np.ones((data.n_tasks, 1))
     _, joint_c = log_evidence(data, dict(base, log_weights=np.log(q)), prior="clustering")
     _, joint_g = log_evidence(data, dict(base, gates=np.log(q)[None]), prior="gating",
@@ -165,10 +165,10 @@ def test_predictions_beat_the_mean_and_predictive_density_is_finite(clustered,
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    (dict(prior="gating", n_clusters=2), "task_features"),
-    (dict(prior="clustering", n_clusters=0), "n_clusters"),
-    (dict(prior="task_mean", task_features=np.ones((5, 2))), "task_features"),
-    (dict(prior="nonsense"), "prior"),
+    ({"prior": "gating", "n_clusters": 2}, "task_features"),
+    ({"prior": "clustering", "n_clusters": 0}, "n_clusters"),
+    ({"prior": "task_mean", "task_features": np.ones((5, 2))}, "task_features"),
+    ({"prior": "nonsense"}, "prior"),
 ])
 def test_bad_inputs_raise_clear_errors(kwargs, match):
     data = TaskData(X=np.ones((4, 1)), y=np.zeros(4), task=[0, 0, 1, 1])

@@ -1,4 +1,4 @@
-"""Gate and evidence-vs-LOO plots: the drawn values are the right ones, and real PNGs are written."""
+"""Gate and evidence-vs-LOO plots: the drawn values are the right ones; real PNGs are written."""
 
 import matplotlib
 
@@ -85,14 +85,14 @@ def test_gate_plot_writes_a_real_png(tmp_path, gating):
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    (dict(gates=np.zeros((2, 3))), "gates"),              # needs 3 rows: intercept + 2 features
-    (dict(responsibilities=np.ones((19, 3)) / 3), "responsibilities"),
-    (dict(feature=2), "feature"),
-    (dict(task_features=np.full((20, 2), np.nan)), "NaN"),
+    ({"gates": np.zeros((2, 3))}, "gates"),              # needs 3 rows: intercept + 2 features
+    ({"responsibilities": np.ones((19, 3)) / 3}, "responsibilities"),
+    ({"feature": 2}, "feature"),
+    ({"task_features": np.full((20, 2), np.nan)}, "NaN"),
 ])
 def test_gate_plot_bad_inputs_raise_clear_errors(gating, kwargs, match):
     U, F = gating
-    args = dict(gates=U, task_features=F)
+    args = {"gates": U, "task_features": F}
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
         plot_gates(**args)
@@ -130,3 +130,21 @@ def test_evidence_vs_loo_plot_draws_both_criteria_and_writes_a_png(tmp_path, com
     path = tmp_path / "evidence_vs_loo.png"
     plot_evidence_vs_loo(t, path)
     _assert_real_png(path, min_bytes=5000)
+
+
+def test_evidence_loo_table_from_fits_keeps_full_precision():
+    # near-constant pointwise log likelihoods: PSIS-LOO's elpd is their sum (~ -5006.15), which
+    # a two-significant-digit rounding (ArviZ 1.x's default) would turn into -5000
+    from arviz_base import from_dict
+
+    rng = np.random.default_rng(2)
+    ll_i = -100.123 - rng.uniform(0, 0.01, size=50)
+
+    def tree(shift):
+        ll = ll_i + shift + 1e-3 * rng.normal(size=(2, 100, 50))
+        return from_dict({"posterior": {"a": rng.normal(size=(2, 100))},
+                          "log_likelihood": {"y": ll}}, dims={"y": ["obs"]})
+
+    t = evidence_loo_table({"a": -1.0, "b": -2.0}, {"a": tree(0.0), "b": tree(-0.1)})
+    np.testing.assert_allclose(t["elpd_loo"], [ll_i.sum(), ll_i.sum() - 5.0], atol=0.01)
+    assert t["rank_loo"].tolist() == [1, 2]

@@ -92,7 +92,7 @@ def test_gating_with_constant_features_reduces_to_clustering_log_density(small):
     mean, cov = _fixed(3)
     q = np.array([0.2, 0.3, 0.5])
     A = {"A": np.random.default_rng(1).normal(size=(data.n_tasks, 3))}
-    fixed = dict(n_clusters=3, mean=mean, cov=cov, noise_scale=0.5)
+    fixed = {"n_clusters": 3, "mean": mean, "cov": cov, "noise_scale": 0.5}
     lc, _ = log_density(clustering_model, (data,), dict(fixed, weights=q), A)
     ones = data.__class__(X=data.X, y=data.y, task=data.task,
                           task_features=np.ones((data.n_tasks, 1)))
@@ -158,11 +158,11 @@ def test_adjusted_rand_index_known_values():
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    (dict(prior="gating", n_clusters=2), "task_features"),
-    (dict(prior="task_mean"), "task_features"),
-    (dict(prior="clustering", n_clusters=0), "n_clusters"),
-    (dict(prior="clustering", n_clusters=2, noise="per-row"), "noise"),
-    (dict(prior="gaussian", hidden=-1), "hidden"),
+    ({"prior": "gating", "n_clusters": 2}, "task_features"),
+    ({"prior": "task_mean"}, "task_features"),
+    ({"prior": "clustering", "n_clusters": 0}, "n_clusters"),
+    ({"prior": "clustering", "n_clusters": 2, "noise": "per-row"}, "noise"),
+    ({"prior": "gaussian", "hidden": -1}, "hidden"),
 ])
 def test_model_bad_inputs_raise_clear_errors(kwargs, match):
     data = TaskData(X=np.ones((4, 1)), y=np.zeros(4), task=[0, 0, 1, 1])
