@@ -38,7 +38,7 @@ demo: venv
 # fixtures and compiled kernels are built once. Separate processes also keep any one process from
 # accumulating thousands of XLA executables.
 test: venv
-	@$(VPY) -m pytest -q -n 2 --dist loadfile --durations=15; rc=$$?; \
+	@OPENBLAS_NUM_THREADS=1 $(VPY) -m pytest -q -n 2 --dist loadfile --durations=15; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$rc
 
 bench: venv

@@ -1,5 +1,9 @@
 import os
 
+# Threaded OpenBLAS oversubscribes 2 cores (a 170 x 170 Cholesky took 40-450 ms instead of 0.5 ms
+# under load); the Makefile sets this too, before any numpy import.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("BAYESMTL_FAST", "1")
 # No persistent compilation cache in the test process: with jax 0.12 on the CPU, reading back

@@ -147,3 +147,12 @@ def test_gate_passes_the_noncentred_funnel(funnel):
               target_accept=0.9, progress_bar=False)
     d = diagnose(res, strict=True)
     assert d.passed and d.divergences == 0 and d.min_ess_bulk >= 400 and d.max_rhat <= 1.01
+
+
+def test_nuts_starts_a_hierarchy_over_many_features():
+    """30 features + intercept: the LKJ factor's start must have a finite log density."""
+    data, _ = H.simulate(jax.random.key(8), 3, 4, 30, mu=np.zeros(31), tau=np.full(31, 0.1),
+                         sigma=1.0)
+    res = fit(H.hierarchical, data, num_chains=1, num_warmup=5, num_samples=5, seed=0,
+              progress_bar=False, posterior_predictive=False)
+    assert np.all(np.isfinite(res.samples["mu"])) and np.all(np.isfinite(res.samples["L"]))
