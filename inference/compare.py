@@ -51,4 +51,4 @@ def compare(results: dict, *, method: str = "stacking"):
         raise ValueError(f"results: fits have different numbers of observations {sorted(n_obs)}")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return az.compare(trees, method=method, round_to=None)
+        return az.compare(trees, method=method, round_to="none")
