@@ -294,8 +294,10 @@ def plot_evidence_vs_loo(table, path: str | Path | None = None, *,
         ax.barh(y, v, color=colour, alpha=0.75, xerr=xerr, capsize=3)
         best = int(np.argmax(v))
         ax.plot([0.0], [y[best]], marker="*", color="k", ms=10, ls="none", clip_on=False)
-        span = float(np.max(np.abs(v) + (0.0 if xerr is None else np.nan_to_num(xerr)))) or 1.0
-        ax.set_xlim(-1.08 * span, 0.08 * span)
+        e = np.zeros_like(v) if xerr is None else np.nan_to_num(xerr)
+        lo, hi = min(float(np.min(v - e)), 0.0), max(float(np.max(v + e)), 0.0)
+        pad = 0.08 * ((hi - lo) or 1.0)
+        ax.set_xlim(lo - pad, hi + pad)
         ax.axvline(0.0, color="k", lw=0.8)
         ax.set_title(title, fontsize=9)
         ax.grid(axis="x", alpha=0.3)
