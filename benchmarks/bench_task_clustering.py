@@ -220,9 +220,7 @@ def model_choice(data: TaskData, *, chains: int, warmup: int, draws: int, seed: 
                 diag[name] = diagnose(fits[name])
         secs[name] = (t1 - t0, time.perf_counter() - t1)
         print(f"  {name:20s} EB {secs[name][0]:5.1f} s, NUTS {secs[name][1]:6.1f} s", flush=True)
-    # PSIS-LOO from the fits at full precision (bayesmtl.inference.compare passes round_to=None,
-    # which ArviZ 1.x rounds to two significant digits: -4607.2 shows as -4600.0)
-    table = evidence_loo_table(evidence, fits)
+    table = evidence_loo_table(evidence, fits)   # PSIS-LOO by bayesmtl.inference.compare
     print(f"\n{'model':20s} {'log evidence':>13s} {'rank':>4s} {'elpd_loo':>9s} {'se':>5s} "
           f"{'dse':>5s} {'rank':>4s} {'p_loo':>6s} {'max k':>6s} {'R-hat':>6s} {'ESS':>5s}")
     for name, row in table.iterrows():

@@ -187,8 +187,7 @@ def evidence_loo_table(log_evidence: Mapping[str, float], comparison):
     comparison : pandas.DataFrame or mapping
         A comparison table (index: model names; columns ``elpd``, ``se``, ``dse``, as from
         ``arviz.compare``), or a mapping of the same names to fits (`FitResult` or DataTrees
-        with a ``log_likelihood`` group), which are then compared here by PSIS-LOO without
-        rounding.
+        with a ``log_likelihood`` group), compared here by `bayesmtl.inference.compare`.
 
     Returns
     -------
@@ -233,19 +232,10 @@ def evidence_loo_table(log_evidence: Mapping[str, float], comparison):
 
 
 def _loo_compare(fits: Mapping):
-    """``arviz.compare`` with full precision (ArviZ 1.x rounds to two significant digits unless
-    ``round_to="none"``; ``bayesmtl.inference.compare``'s ``round_to=None`` is rounded too)."""
-    import warnings
+    """PSIS-LOO comparison of the fits by `bayesmtl.inference.compare` (full precision)."""
+    from bayesmtl.inference.compare import compare
 
-    import arviz as az
-
-    trees = {name: getattr(r, "idata", r) for name, r in fits.items()}
-    for name, tree in trees.items():
-        if "log_likelihood" not in tree.children:
-            raise ValueError(f"comparison[{name!r}]: has no log_likelihood group")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return az.compare(trees, round_to="none")
+    return compare(dict(fits))
 
 
 def plot_evidence_vs_loo(table, path: str | Path | None = None, *,
