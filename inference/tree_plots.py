@@ -8,24 +8,13 @@
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
 import numpy as np
+from bayesmtl.inference.plots import _mpl
 from bayesmtl.models.tree import as_tree, clades, node_times
 
 __all__ = ["leaf_order", "plot_dendrogram", "plot_similarity"]
-
-
-def _mpl():
-    import matplotlib
-
-    if matplotlib.get_backend().lower() not in ("agg", "module://matplotlib_inline.backend_inline"):
-        with contextlib.suppress(ImportError, ValueError, RuntimeError):
-            matplotlib.use("Agg")  # an interactive backend may already be running
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def leaf_order(tree) -> list[int]:
