@@ -164,7 +164,18 @@ def fit_and_write(spec, data, args, out_dir: Path, *, data_label: str) -> dict:
         md += [f"![{p.name}]({p.name})" for p in sorted(out_dir.glob("*.png"))]
         (out_dir / "summary.md").write_text("\n".join(md) + "\n")
         return summary
-    res = fit(spec.model, data, model_kwargs=kw, **settings)
+    init_values = None
+    if getattr(args, "init", "random") == "eb":
+        if spec.family != "task_clustering" or settings["method"] != "nuts":
+            raise CLIError("--init eb: only for NUTS fits of the Bakker & Heskes models")
+        import jax
+
+        from bayesmtl.inference.empirical_bayes import fit_empirical_bayes, nuts_init_values
+
+        eb = fit_empirical_bayes(data, key=jax.random.key(args.seed), **{
+            k: v for k, v in kw.items() if k in ("prior", "n_clusters", "hidden", "noise")})
+        init_values = nuts_init_values(eb)
+    res = fit(spec.model, data, model_kwargs=kw, init_values=init_values, **settings)
     memberships = add_memberships(res, kw) if spec.family == "task_clustering" else None
     with warnings.catch_warnings(record=True):
         warnings.simplefilter("always", DiagnosticsWarning)
@@ -385,6 +396,9 @@ def _add_sampling(p):
     p.add_argument("--target-accept", dest="target_accept", type=float, default=0.8,
                    help="NUTS target acceptance probability (raise it to remove divergences)")
     p.add_argument("--strict", action="store_true", help="exit non-zero if the gate fails")
+    p.add_argument("--init", choices=["random", "eb"], default="random",
+                   help="NUTS start: random (dispersed), or eb: the empirical-Bayes fit "
+                        "(Bakker & Heskes models; steadies mixture chains)")
 
 
 def _add_model_opts(p):

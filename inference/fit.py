@@ -20,7 +20,7 @@ import numpy as np
 import numpyro
 from arviz_base import from_dict
 from arviz_base.io_numpyro import infer_dims
-from numpyro.infer import MCMC, NUTS, Predictive, init_to_uniform, log_likelihood
+from numpyro.infer import MCMC, NUTS, Predictive, init_to_uniform, init_to_value, log_likelihood
 
 from bayesmtl.data.multioutput import MultiOutputData
 from bayesmtl.data.taskdata import TaskData
@@ -142,7 +142,7 @@ def _with_deterministic(model, data, kwargs, draws: dict, key) -> dict:
 
 @functools.lru_cache(maxsize=32)
 def _mcmc(model, kwargs_items, num_chains, num_warmup, num_samples, target_accept,
-          max_tree_depth, chain_method, progress_bar, dense_mass):
+          max_tree_depth, chain_method, progress_bar, dense_mass, init_strategy=None):
     kernel = NUTS(
         functools.partial(model, **dict(kwargs_items)) if kwargs_items else model,
         target_accept_prob=target_accept,
@@ -151,7 +151,7 @@ def _mcmc(model, kwargs_items, num_chains, num_warmup, num_samples, target_accep
         # NumPyro's default start, uniform(-2, 2) in unconstrained space, makes an LKJ Cholesky
         # factor's log density underflow to -inf in float32 beyond ~20 dimensions (1 - tanh(2)^2
         # = 0.07 per partial correlation); radius 1 keeps it finite past 50 dimensions.
-        init_strategy=init_to_uniform(radius=1.0),
+        init_strategy=init_strategy or init_to_uniform(radius=1.0),
     )
     return MCMC(
         kernel,
@@ -187,6 +187,7 @@ def sample_nuts(
     dense_mass: bool = False,
     chain_method: str | None = None,
     progress_bar: bool = False,
+    init_values: dict | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """NUTS draws ``(chain, draw, ...)`` and sampler statistics, with no DataTree.
 
@@ -198,7 +199,18 @@ def sample_nuts(
     frozen = _freeze(model_kwargs)
     args = (num_chains, num_warmup, num_samples, float(target_accept), int(max_tree_depth),
             chain_method, bool(progress_bar), bool(dense_mass))
-    if frozen is not None:
+    if init_values is not None:
+        sites = numpyro.handlers.trace(numpyro.handlers.seed(model, 0)).get_trace(
+            data, **model_kwargs)
+        latent = {k for k, v in sites.items() if v["type"] == "sample" and not v["is_observed"]}
+        unknown = sorted(set(init_values) - latent)
+        if unknown:
+            raise ValueError(f"init_values: {unknown} are not latent sites of the model "
+                             f"(latent sites: {sorted(latent)})")
+        values = {k: jnp.asarray(v) for k, v in init_values.items()}
+        mcmc = _mcmc.__wrapped__(model, tuple(model_kwargs.items()), *args,
+                                 init_strategy=init_to_value(values=values))
+    elif frozen is not None:
         mcmc = _mcmc(model, frozen, *args)
     else:
         mcmc = _mcmc.__wrapped__(model, tuple(model_kwargs.items()), *args)
@@ -237,6 +249,7 @@ def fit(
     learning_rate: float = 0.01,
     elbo_rtol: float = 1e-4,
     rank: int | None = None,
+    init_values: dict | None = None,
 ) -> FitResult:
     """Fit ``model`` to ``data`` by NUTS or SVI.
 
@@ -265,6 +278,11 @@ def fit(
     guide : {"normal", "mvn", "lowrank"}
         SVI guide: AutoNormal, AutoMultivariateNormal or AutoLowRankMultivariateNormal.
     svi_steps, learning_rate, elbo_rtol, rank : SVI settings (see `run_svi`).
+    init_values : dict, optional
+        NUTS starting values of latent sites (constrained space), e.g. from a paper's point
+        estimate (`bayesmtl.inference.empirical_bayes.nuts_init_values`). Sites not given start
+        uniformly within radius 1 in unconstrained space. All chains start at the given values,
+        so R-hat is then less able to reveal multimodality.
 
     Returns
     -------
@@ -305,6 +323,7 @@ def fit(
             model, data, kwargs, key=k_run, num_chains=num_chains, num_warmup=num_warmup,
             num_samples=num_samples, target_accept=target_accept, max_tree_depth=max_tree_depth,
             dense_mass=dense_mass, chain_method=chain_method, progress_bar=progress_bar,
+            init_values=init_values,
         )
     else:
         svi_fit = run_svi(

@@ -136,7 +136,7 @@ def test_nuts_clustering_stores_memberships_in_the_datatree(tmp_path):
     out = tmp_path / "nuts"
     assert run("fit", "--model", "clustering", "--clusters", 2, "--data",
                "synthetic:clustering?tasks=6&per_task=10&seed=1", "--chains", 1,
-               "--out", out) == 0
+               "--init", "eb", "--out", out) == 0
     tree = xr.open_datatree(out / "posterior.nc", engine="h5netcdf")
     p = tree["membership"]["probability"].values
     assert p.shape == (6, 2) and np.allclose(p.sum(axis=1), 1, atol=1e-5)

@@ -156,3 +156,16 @@ def test_nuts_starts_a_hierarchy_over_many_features():
     res = fit(H.hierarchical, data, num_chains=1, num_warmup=5, num_samples=5, seed=0,
               progress_bar=False, posterior_predictive=False)
     assert np.all(np.isfinite(res.samples["mu"])) and np.all(np.isfinite(res.samples["L"]))
+
+
+def test_init_values_set_where_nuts_starts(sim):
+    """Started far out (w = 20 where the data say about 0) with no warm-up and one leapfrog step
+    per draw, the chain is still far out; started as usual it is not."""
+    data, _ = sim
+    kw = dict(num_chains=1, num_warmup=0, num_samples=3, max_tree_depth=1, progress_bar=False,
+              posterior_predictive=False)
+    far = fit(H.pooled, data, init_values={"w": np.array([20.0, 20.0]), "sigma": 1.0}, **kw)
+    near = fit(H.pooled, data, **kw)
+    assert np.abs(far.samples["w"]).min() > 10 and np.abs(near.samples["w"]).max() < 10
+    with pytest.raises(ValueError, match=r"init_values: \['nope'\]"):
+        fit(H.pooled, data, init_values={"nope": 1.0}, **kw)
