@@ -81,7 +81,7 @@ def _observe(eta, data: TaskData, y, likelihood: str, noise: str, sigma_scale: f
     y = data.y if y is None else y
     if likelihood == "bernoulli":
         if y is not None and not isinstance(y, jax.core.Tracer):
-            TaskData.check_binary(data.with_y(y) if data.y is None else data)
+            data.with_y(y).check_binary()
         with numpyro.plate("obs", eta.shape[0]):
             numpyro.sample("y", dist.Bernoulli(logits=eta), obs=y)
         return

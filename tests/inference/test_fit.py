@@ -73,7 +73,9 @@ def test_predict_known_and_new_tasks(nuts, sim):
     # Var[w_new] = Var[mu] + E[tau^2]; check both within Monte Carlo error (1000 draws).
     w_new = out["w"][:, N_TASKS]
     sd = np.sqrt(post["mu"].var(0) + (post["tau"] ** 2).mean(0))
-    assert np.all(np.abs(w_new.mean(0) - post["mu"].mean(0)) < 4 * sd / np.sqrt(1000) * 3)
+    # The new task's z is fresh for every draw, but mu's draws are autocorrelated: take the
+    # effective size as 250 of the 1000 draws (bulk ESS of mu is above that here), allow 4 se.
+    assert np.all(np.abs(w_new.mean(0) - post["mu"].mean(0)) < 4 * sd / np.sqrt(250))
     assert np.allclose(w_new.std(0), sd, rtol=0.15)
     # A new task's predictive spread is wider than a known task's.
     assert out["y"][:, 1].std() > out["y"][:, 0].std()
