@@ -1,6 +1,6 @@
 """What is observed: the `TaskData` container, splits and scaling, loaders of real data."""
 
-from bayesmtl.data.datasets import DATASETS, load_dataset, load_exam, load_grunfeld, load_radon
+from bayesmtl.data.datasets import DATASETS, load_dataset, load_exam, load_grunfeld, load_linnerud, load_radon
 from bayesmtl.data.ilea import load_ilea
 from bayesmtl.data.multioutput import MultiOutputData, load_grunfeld_sur, to_multioutput
 from bayesmtl.data.tabular import from_csv, from_dataframe
@@ -16,6 +16,7 @@ __all__ = [
     "load_exam",
     "load_radon",
     "load_grunfeld",
+    "load_linnerud",
     "load_dataset",
     "DATASETS",
     "load_ilea",

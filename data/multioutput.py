@@ -11,8 +11,8 @@ investment at N = 20 years. Classic SUR gives firm p its own regressors (its mar
 stock). Here inputs must be shared, so ``X`` holds *every* firm's (value, capital) of that year
 (D = 22 columns) in Q = 11 feature blocks, one per firm. SUR is the special case where firm p's
 investment loads only on block p; the sparse block prior can discover this, and the cross-firm noise
-covariance ``Sigma`` is what SUR exploits. Linnerud (scikit-learn) is not bundled: scikit-learn is not a
-dependency.
+covariance ``Sigma`` is what SUR exploits. Linnerud (`bayesmtl.data.load_linnerud`, scikit-learn's copy)
+is shared-input already: ``to_multioutput(load_linnerud())``.
 """
 
 from __future__ import annotations

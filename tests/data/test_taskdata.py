@@ -10,6 +10,7 @@ from bayesmtl.data import (
     from_dataframe,
     load_exam,
     load_grunfeld,
+    load_linnerud,
     load_radon,
     train_test_split,
 )
@@ -137,3 +138,21 @@ def test_radon_and_grunfeld_loaders():
     assert (r.n, r.n_tasks) == (919, 85) and r.task_features.shape == (85, 1)
     g = load_grunfeld()
     assert (g.n, g.n_tasks) == (220, 11) and (g.task_sizes == 20).all()
+
+
+def test_linnerud_is_shared_input_multioutput():
+    from bayesmtl.data import to_multioutput
+    from sklearn.datasets import load_linnerud as sk
+
+    d = load_linnerud()
+    assert (d.n, d.n_tasks, d.n_features) == (60, 3, 3)
+    assert d.task_names == ("Weight", "Waist", "Pulse")
+    m = to_multioutput(d)
+    assert m.X.shape == (20, 3) and m.Y.shape == (20, 3)
+    # standardised columns, and the same men in every task (raw values match scikit-learn's)
+    np.testing.assert_allclose(m.Y.std(0, ddof=1), 1.0)
+    np.testing.assert_allclose(m.X.mean(0), 0, atol=1e-12)
+    raw = load_linnerud(standardize=False)
+    ref = sk()
+    np.testing.assert_array_equal(to_multioutput(raw).Y, ref.target)
+    np.testing.assert_array_equal(to_multioutput(raw).X, ref.data)
