@@ -1,7 +1,6 @@
 """Sparse Bayesian MTL (Archambeau, Guo & Zoeter 2011): recovery, held-out error and speed.
 
     python benchmarks/bench_sparse_mtl.py [--seeds 5] [--nuts-samples 200] [--skip-nuts]
-                                          [--hier-seeds 2] [--hier-samples 300]
 
 1. Synthetic P = 20 tasks, D = 50 features in Q = 10 blocks (3 active), rank-2 task covariance,
    N = 200 training rows, full noise covariance: F1 of the active blocks (VEM, E[gamma] rule),
@@ -11,9 +10,8 @@
 2. NUTS on the same problem (diagonal noise, one chain): min / median ESS per second over W and gamma.
 3. Grunfeld (statsmodels) as shared-input SUR: last 5 years held out, MSE of VEM against ridge, and
    which firm blocks stay active.
-4. Held-out MSE of the foundation's hierarchical model (`bayesmtl.models.hierarchical.hierarchical`,
-   NUTS through `bayesmtl.inference.fit` on the `TaskData` form of the multi-output data, posterior
-   mean weights) beside VEM and per-task ridge, on the synthetic problem and on Grunfeld-SUR.
+The held-out comparison with the foundation's hierarchical model, and Linnerud, are in
+`bench_sparse_heldout.py`.
 The paper reports no figure for these configurations (its data sets are unnamed in our notes).
 """
 
@@ -123,86 +121,16 @@ def bench_grunfeld():
               f"active; |noise corr| off-diagonal median {np.median(off):.2f}")
 
 
-# Held-out comparison problem: D is kept small because the hierarchical model's LKJ prior over
-# 1 + D features cannot be initialised by `fit` (NUTS init_to_uniform) once 1 + D exceeds ~20:
-# the corr-Cholesky Jacobian underflows to -inf (reported to the lead).
-HP, HD, HQ, HN = 20, 10, 5, 50
-
-
-def hierarchical_predict(train_td, test_X_per_task, num_samples, seed=0):
-    """Posterior-mean predictions of the hierarchical model fitted by NUTS on a `TaskData`."""
-    from bayesmtl.inference import fit
-    from bayesmtl.models.hierarchical import hierarchical
-
-    t = time.perf_counter()
-    res = fit(hierarchical, train_td, method="nuts", num_chains=1, num_warmup=num_samples,
-              num_samples=num_samples, seed=seed, progress_bar=False, posterior_predictive=False)
-    dt = time.perf_counter() - t
-    w = res.flat_samples()["w"].mean(0)  # (P, 1 + D): intercept first
-    div = int(res.idata.sample_stats["diverging"].sum())
-    pred = np.stack([w[p, 0] + Xp @ w[p, 1:] for p, Xp in enumerate(test_X_per_task)], 1)
-    return pred, dt, div
-
-
-def own_block_taskdata(d):
-    """Grunfeld-SUR in classic SUR form: firm p's rows carry only its own (value, capital)."""
-    from bayesmtl.data.taskdata import TaskData
-
-    b = d.feature_blocks
-    X = np.concatenate([d.X[:, b == p] for p in range(d.n_tasks)])
-    return TaskData(X=X, y=d.Y.T.reshape(-1), task=np.repeat(np.arange(d.n_tasks), d.n),
-                    n_tasks=d.n_tasks)
-
-
-def bench_heldout(seeds, num_samples):
-    print(f"Held-out MSE, synthetic P={HP} D={HD} Q={HQ} (2 active), rank 2, N={HN} train / 200 test "
-          f"(hierarchical: NUTS {num_samples}+{num_samples}, 1 chain, on the TaskData form):")
-    rows = []
-    for seed in range(seeds):
-        data, truth = simulate(jax.random.key(100 + seed), n=HN + 200, n_tasks=HP, n_features=HD,
-                               n_blocks=HQ, n_active=2, rank=2)
-        train, test = data.subset(np.arange(HN)), data.subset(np.arange(HN, HN + 200))
-        res = fit_vem_sparse(train, rank=2, prior="laplace", max_iter=500)
-        pred_h, dt, div = hierarchical_predict(train.to_taskdata(), [test.X] * HP, num_samples,
-                                               seed)
-        rows.append({
-            "vem": np.mean((test.X @ res.W_mean.T + res.mu - test.Y) ** 2),
-            "hierarchical": np.mean((pred_h - test.Y) ** 2),
-            "ridge": np.mean((ridge_predict(train.X, train.Y, test.X) - test.Y) ** 2),
-            "noise_floor": np.trace(truth["Sigma"]) / HP,
-            "f1": f1(active_blocks(res.gamma_mean), truth["active"])})
-        print(f"  seed {seed}: " + ", ".join(f"{k}={v:.3f}" for k, v in rows[-1].items())
-              + f"  (hierarchical {dt:.0f} s, {div} divergences)", flush=True)
-    print("  mean: " + ", ".join(f"{k}={np.mean([r[k] for r in rows]):.3f}" for k in rows[0]))
-    d = load_grunfeld_sur()
-    tr, te = d.subset(np.arange(15)), d.subset(np.arange(15, 20))
-    res = fit_vem_sparse(tr, rank=2, prior="laplace", noise="diag", max_iter=500)
-    b = d.feature_blocks
-    pred_h, dt, div = hierarchical_predict(own_block_taskdata(tr),
-                                           [te.X[:, b == p] for p in range(d.n_tasks)],
-                                           num_samples)
-    print(f"Grunfeld-SUR held-out MSE (train 1935-49, test 1950-54): VEM (diag Sigma) "
-          f"{np.mean((te.X @ res.W_mean.T + res.mu - te.Y) ** 2):.3f}, hierarchical on each firm's "
-          f"own (value, capital) {np.mean((pred_h - te.Y) ** 2):.3f} ({dt:.0f} s, {div} divergences), "
-          f"ridge lambda=1 {np.mean((ridge_predict(tr.X, tr.Y, te.X) - te.Y) ** 2):.3f}")
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--nuts-samples", type=int, default=200)
     ap.add_argument("--skip-nuts", action="store_true")
-    ap.add_argument("--hier-seeds", type=int, default=2)
-    ap.add_argument("--hier-samples", type=int, default=300)
-    ap.add_argument("--only-heldout", action="store_true")
     a = ap.parse_args()
-    if not a.only_heldout:
-        bench_vem(a.seeds)
-        bench_grunfeld()
-        if not a.skip_nuts:
-            bench_nuts(a.nuts_samples)
-    if a.hier_seeds > 0:
-        bench_heldout(a.hier_seeds, a.hier_samples)
+    bench_vem(a.seeds)
+    bench_grunfeld()
+    if not a.skip_nuts:
+        bench_nuts(a.nuts_samples)
 
 
 if __name__ == "__main__":
