@@ -7,11 +7,8 @@ import jax
 import numpy as np
 import pytest
 from bayesmtl.data import TaskData
-from bayesmtl.inference.tree_posterior import (
-    _draw_w_bernoulli,
-    _draw_w_gaussian,
-    tree_posterior,
-)
+from bayesmtl.inference.tree_gibbs import _draw_w_bernoulli, _draw_w_gaussian
+from bayesmtl.inference.tree_posterior import tree_posterior
 from bayesmtl.models.coalescent import tree_covariance
 from bayesmtl.models.tree import Tree, clades, ranked_histories, tree_from_merges
 from scipy import stats

@@ -1,0 +1,272 @@
+"""Conditional draws and Metropolis-Hastings moves of the latent-hierarchy tree samplers.
+
+The building blocks of the Metropolis-within-Gibbs sweeps in `bayesmtl.inference.tree_posterior`
+(mean sharing) and `bayesmtl.inference.latent_hierarchy_cov_mcmc` (covariance sharing), each exact
+for its conditional:
+
+* ``_draw_w_gaussian``: ``W | tree, mu0, Lambda, noise, y`` for the Gaussian likelihood (dense
+  precision ``C^-1 (x) Lambda^-1 + blockdiag(X_k'X_k / noise^2)``);
+* ``_draw_w_bernoulli``: an independence Metropolis-Hastings step for the Bernoulli likelihood whose
+  proposal is the Laplace approximation at the conditional mode;
+* ``_lam_mu0``: the conjugate ``(Lambda, mu0) | W, tree`` from the message sufficient statistics;
+* ``_noise``: ``noise^2 | W, y ~ GIG((1-n)/2, 1, SSR)`` under a ``HalfNormal(1)`` noise prior;
+* ``_scale_move``: the joint rescaling of merge times and ``Lambda``;
+* ``_tree_moves``: ``tree_steps`` steps of `bayesmtl.inference.tree_mcmc.tree_mh_step`;
+* ``_kingman_draw`` / ``_init``: starting trees and weights.
+
+Everything here is private to the samplers (no public API).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from bayesmtl.inference.tree_mcmc import tree_mh_init, tree_mh_step
+from bayesmtl.models.coalescent import (
+    Tree,
+    brownian_log_likelihood,
+    tree_covariance,
+    upward_messages,
+)
+from bayesmtl.models.latent_hierarchy import mean_sharing_log_evidence
+from scipy import stats
+
+__all__: list[str] = []
+
+
+@jax.jit
+def _brown(merges, times, x, root_var):
+    return brownian_log_likelihood(Tree(merges, times), x, root_var=root_var)
+
+
+@jax.jit
+def _collapsed(merges, times, leaf_j, leaf_h, leaf_g, lam, root_var):
+    return mean_sharing_log_evidence(Tree(merges, times), leaf_j, leaf_h, leaf_g, lam, root_var)
+
+
+@jax.jit
+def _cov_and_messages(merges, times, w, root_var):
+    tree = Tree(merges, times)
+    return tree_covariance(tree, root_var), upward_messages(tree, w)
+
+
+def _stats(data):
+    k, d = data.n_tasks, data.n_features
+    x = np.asarray(data.X, float)
+    seg = _segments(data.task, k)
+    xtx = _segsum(x[:, :, None] * x[:, None, :], seg)
+    xty = np.zeros((k, d)) if data.y is None else _segsum(x * data.y[:, None], seg)
+    return xtx, xty
+
+
+# Dense linear algebra runs in XLA: numpy's threaded OpenBLAS stalls on a shared, loaded CPU.
+def _precision(c, lam, blocks):
+    k, d, _ = blocks.shape
+    cinv, laminv = jnp.linalg.inv(c), jnp.linalg.inv(lam)
+    ar = jnp.arange(k)
+    p = jnp.kron(cinv, laminv).reshape(k, d, k, d).at[ar, :, ar, :].add(blocks)
+    return p.reshape(k * d, k * d), cinv, laminv
+
+
+@jax.jit
+def _w_gaussian(c, lam, mu0, xtx, xty, noise, z):
+    k, d = xty.shape
+    p, cinv, laminv = _precision(c, lam, xtx / noise**2)
+    b = (cinv.sum(1)[:, None] * (laminv @ mu0)[None, :] + xty / noise**2).ravel()
+    chol = jnp.linalg.cholesky(p)
+    mean = jax.scipy.linalg.cho_solve((chol, True), b)
+    return (mean + jax.scipy.linalg.solve_triangular(chol.T, z, lower=False)).reshape(k, d)
+
+
+def _draw_w_gaussian(rng, c, lam, mu0, xtx, xty, noise):
+    """Exact draw of ``W | tree, mu0, Lambda, noise, y`` (``c``: the tree covariance ``C``)."""
+    z = rng.normal(size=xty.size)
+    return np.asarray(_w_gaussian(c, lam, mu0, xtx, xty, noise, z))
+
+
+def _segments(task, k):
+    """Row order by task, segment starts and the empty tasks (per-task sums by ``reduceat``)."""
+    order = np.argsort(task, kind="stable")
+    starts = np.searchsorted(task[order], np.arange(k))
+    empty = np.bincount(task, minlength=k) == 0
+    return order, np.minimum(starts, len(task) - 1), empty
+
+
+def _segsum(values, seg):
+    order, starts, empty = seg
+    out = np.add.reduceat(values[order], starts, axis=0)
+    out[empty] = 0.0
+    return out
+
+
+@jax.jit
+def _bern_logpost(v, x, y, task, q, m):
+    eta = jnp.sum(x * v.reshape(-1, x.shape[1])[task], 1)
+    return jnp.sum(y * eta - jnp.logaddexp(0.0, eta)) - 0.5 * (v - m) @ q @ (v - m)
+
+
+@jax.jit
+def _bern_newton(v, x, y, task, c, lam, m):
+    """Log density, Newton step and Cholesky factor of the negative Hessian at ``v``."""
+    k, d = c.shape[0], x.shape[1]
+    eta = jnp.sum(x * v.reshape(k, d)[task], 1)
+    pr = jax.nn.sigmoid(eta)
+    hb = jax.ops.segment_sum((pr * (1 - pr))[:, None, None] * x[:, :, None] * x[:, None, :],
+                             task, k)  # fmt: skip
+    h, _, _ = _precision(c, lam, hb)
+    q, _, _ = _precision(c, lam, jnp.zeros_like(hb))
+    g = jax.ops.segment_sum(x * (y - pr)[:, None], task, k).ravel() - q @ (v - m)
+    chol = jnp.linalg.cholesky(h)
+    return _bern_logpost(v, x, y, task, q, m), jax.scipy.linalg.cho_solve((chol, True), g), chol, q
+
+
+def _draw_w_bernoulli(rng, w, c, lam, mu0, data):
+    """Independence MH with the Laplace approximation of ``p(W | ...)`` as proposal."""
+    k, d = w.shape
+    x, y, task = (jnp.asarray(a) for a in (data.X, data.y, data.task))
+    c, lam = jnp.asarray(c), jnp.asarray(lam)
+    m = jnp.tile(jnp.asarray(mu0), k)
+    mode = jnp.asarray(w.ravel())
+    f, step, chol, q = _bern_newton(mode, x, y, task, c, lam, m)
+    for _ in range(30):
+        a = 1.0
+        while float(_bern_logpost(mode + a * step, x, y, task, q, m)) < float(f) - 1e-12:
+            a *= 0.5
+            if a < 1e-4:
+                break
+        mode = mode + a * step
+        f_new, step, chol, q = _bern_newton(mode, x, y, task, c, lam, m)
+        done = abs(float(f_new) - float(f)) < 1e-10 * (1 + abs(float(f)))
+        f = f_new
+        if done:
+            break
+    chol, mode = np.asarray(chol), np.asarray(mode)
+    prop = mode + np.linalg.solve(chol.T, rng.normal(size=k * d))
+
+    def logq(v):
+        z = chol.T @ (v - mode)
+        return -0.5 * z @ z
+
+    cur = w.ravel()
+    log_a = (
+        float(_bern_logpost(jnp.asarray(prop), x, y, task, q, m))
+        - float(_bern_logpost(jnp.asarray(cur), x, y, task, q, m))
+        + logq(cur)
+        - logq(prop)
+    )
+    if np.log(rng.uniform()) < log_a:
+        return prop.reshape(k, d), True
+    return w, False
+
+
+def _scale_target(kingman_and_brown_white, lam, mu0, s2, k):
+    """Terms of the log joint that change under the scale move (given the whitened Brownian)."""
+    d = lam.shape[0]
+    _, logdet = np.linalg.slogdet(lam)
+    inv = np.linalg.inv(lam)
+    return (
+        kingman_and_brown_white
+        - 0.5 * (k + 1 + (d + 1) + d + 1) * logdet
+        - 0.5 * mu0 @ inv @ mu0
+        - 0.5 * s2 * np.trace(inv)
+    )
+
+
+def _tree_target(tree, w, mu0, lam, root_var):
+    """Kingman + whitened Brownian log density of the weights (``Lambda`` terms apart)."""
+    k = w.shape[0]
+    xw = np.linalg.solve(np.linalg.cholesky(lam), (w - mu0).T).T
+    m = k - np.arange(k - 1)
+    kingman = -np.sum(m * (m - 1) / 2.0 * np.diff(np.asarray(tree.times), prepend=0.0))
+    return kingman + float(_brown(tree.merges, tree.times, jnp.asarray(xw), root_var))
+
+
+def _scale_move(rng, tree, w, mu0, lam, s2, root_var, step=0.5):
+    k, d = w.shape
+    cur_tree_target = _tree_target(tree, w, mu0, lam, root_var)
+    eps = rng.uniform(-step, step)
+    c = np.exp(eps)
+    tree2 = Tree(tree.merges, np.asarray(tree.times) * c)
+    lam2 = lam / c
+    xw2 = np.linalg.solve(np.linalg.cholesky(lam2), (w - mu0).T).T
+    kingman2 = -np.sum(
+        (k - np.arange(k - 1))
+        * (k - np.arange(k - 1) - 1)
+        / 2.0
+        * np.diff(tree2.times, prepend=0.0)
+    )
+    new_tree_target = kingman2 + float(
+        _brown(tree2.merges, tree2.times, jnp.asarray(xw2), root_var)
+    )
+    log_a = (
+        _scale_target(new_tree_target, lam2, mu0, s2, k)
+        - _scale_target(cur_tree_target, lam, mu0, s2, k)
+        + (k - 1 - d * (d + 1) / 2) * eps
+    )
+    if np.log(rng.uniform()) < log_a:
+        return tree2, lam2, True
+    return tree, lam, False
+
+
+def _init(rng, data, cfg, xtx, xty, init):
+    k, d = data.n_tasks, data.n_features
+    if data.y is None:
+        w = rng.normal(size=(k, d)) * np.sqrt(cfg["s2"])
+    else:  # ridge estimates, jittered so that chains start apart
+        w = np.linalg.solve(xtx + np.eye(d), xty[..., None])[..., 0]
+        w = w + 0.1 * rng.normal(size=w.shape)
+    if init == "greedy":
+        from bayesmtl.inference.coalescent_greedy import greedy_coalescent
+
+        tree = greedy_coalescent(w, min_duration=1e-3)
+    else:
+        tree = _kingman_draw(rng, k)
+    tree = Tree(np.asarray(tree.merges), np.asarray(tree.times, float))
+    return w, tree
+
+
+def _kingman_draw(rng, k):
+    active = list(range(k))
+    merges, times, t = [], [], 0.0
+    for i in range(k - 1):
+        m = k - i
+        t += rng.exponential() / (m * (m - 1) / 2.0)
+        a, b = sorted(rng.choice(m, size=2, replace=False))
+        merges.append(sorted((active[a], active[b])))
+        times.append(t)
+        active.pop(b)
+        active[a] = k + i
+    return Tree(np.asarray(merges, np.int32), np.asarray(times))
+
+
+def _lam_mu0(rng, tree, w, s2, root_var):
+    """Exact draw of ``(Lambda, mu0) | W, tree`` from the message sufficient statistics."""
+    k, d = w.shape
+    _, msg = _cov_and_messages(tree.merges, tree.times, jnp.asarray(w), root_var)
+    diff, spread = np.asarray(msg.diff), np.asarray(msg.spread)
+    m_root, s_root = np.asarray(msg.mean)[-1], float(np.asarray(msg.var)[-1]) + root_var
+    scatter = (diff / spread[:, None]).T @ diff + np.outer(m_root, m_root) / (1 + s_root)
+    lam = np.atleast_2d(stats.invwishart.rvs(d + 1 + k, s2 * np.eye(d) + scatter, random_state=rng))
+    mu0 = rng.multivariate_normal(m_root / (1 + s_root), s_root / (1 + s_root) * lam)
+    return lam, mu0
+
+
+def _noise(rng, data, w):
+    """Exact draw of ``noise | W, y`` under ``HalfNormal(1)``: ``noise^2 ~ GIG((1-n)/2, 1, SSR)``."""
+    if data.y is None:
+        return abs(float(rng.normal()))
+    resid = data.y - np.sum(data.X * w[data.task], 1)
+    ssr = max(float(resid @ resid), 1e-12)
+    g = stats.geninvgauss.rvs((1 - data.n) / 2, np.sqrt(ssr), random_state=rng)
+    return float(np.sqrt(np.sqrt(ssr) * g))
+
+
+def _tree_moves(rng, tree, loglik, steps, acc):
+    state = tree_mh_init(tree, loglik)
+    for _ in range(steps):
+        state, ok = tree_mh_step(rng, state, loglik)
+        for m, v in ok.items():
+            acc[m] += v
+    return state.tree
+
