@@ -20,7 +20,8 @@ import numpy as np
 import numpyro
 from arviz_base import from_dict
 from arviz_base.io_numpyro import infer_dims
-from numpyro.infer import MCMC, NUTS, Predictive, init_to_uniform, init_to_value, log_likelihood
+from numpyro.distributions import constraints
+from numpyro.infer import MCMC, NUTS, Predictive, init_to_uniform, log_likelihood
 
 from bayesmtl.data.multioutput import MultiOutputData
 from bayesmtl.data.taskdata import TaskData
@@ -140,6 +141,30 @@ def _with_deterministic(model, data, kwargs, draws: dict, key) -> dict:
     return out
 
 
+def start_strategy(site=None, values=None):
+    """Where NUTS starts: uniform within radius 1 in unconstrained space, correlation factors nearer.
+
+    NumPyro's default, uniform(-2, 2) in unconstrained space, puts an LKJ Cholesky factor's partial
+    correlations up to tanh(2) = 0.96; their product of ``sqrt(1 - r^2)`` factors makes the last
+    diagonal entries of a ``d``-dimensional factor shrink like ``0.27^d``, so beyond ~20 dimensions the
+    starting covariance is numerically singular (potential ~1e11, every NUTS step diverges, the chain
+    never leaves its start). Here the other sites start within radius 1 and correlation sites
+    (``corr_cholesky`` / ``corr_matrix`` supports) within ``1/sqrt(d)``, where the product stays near
+    ``exp(-1/2)`` for every ``d`` while chains still start apart. ``values`` (a dict site -> constrained
+    value) pins sites, as `numpyro.infer.init_to_value` does.
+    """
+    if site is None:
+        return functools.partial(start_strategy, values=values)
+    if site["type"] == "sample" and not site["is_observed"]:
+        if values and site["name"] in values:
+            return values[site["name"]]
+        support = site["fn"].support
+        if isinstance(support, (type(constraints.corr_cholesky), type(constraints.corr_matrix))):
+            d = site["fn"].event_shape[-1]
+            return init_to_uniform(site, radius=min(1.0, 1.0 / float(np.sqrt(d))))
+    return init_to_uniform(site, radius=1.0)
+
+
 @functools.lru_cache(maxsize=32)
 def _mcmc(model, kwargs_items, num_chains, num_warmup, num_samples, target_accept,
           max_tree_depth, chain_method, progress_bar, dense_mass, init_strategy=None):
@@ -148,10 +173,7 @@ def _mcmc(model, kwargs_items, num_chains, num_warmup, num_samples, target_accep
         target_accept_prob=target_accept,
         max_tree_depth=max_tree_depth,
         dense_mass=dense_mass,
-        # NumPyro's default start, uniform(-2, 2) in unconstrained space, makes an LKJ Cholesky
-        # factor's log density underflow to -inf in float32 beyond ~20 dimensions (1 - tanh(2)^2
-        # = 0.07 per partial correlation); radius 1 keeps it finite past 50 dimensions.
-        init_strategy=init_strategy or init_to_uniform(radius=1.0),
+        init_strategy=init_strategy or start_strategy,
     )
     return MCMC(
         kernel,
@@ -209,7 +231,7 @@ def sample_nuts(
                              f"(latent sites: {sorted(latent)})")
         values = {k: jnp.asarray(v) for k, v in init_values.items()}
         mcmc = _mcmc.__wrapped__(model, tuple(model_kwargs.items()), *args,
-                                 init_strategy=init_to_value(values=values))
+                                 init_strategy=start_strategy(values=values))
     elif frozen is not None:
         mcmc = _mcmc(model, frozen, *args)
     else:
@@ -280,8 +302,9 @@ def fit(
     svi_steps, learning_rate, elbo_rtol, rank : SVI settings (see `run_svi`).
     init_values : dict, optional
         NUTS starting values of latent sites (constrained space), e.g. from a paper's point
-        estimate (`bayesmtl.inference.empirical_bayes.nuts_init_values`). Sites not given start
-        uniformly within radius 1 in unconstrained space. All chains start at the given values,
+        estimate (`bayesmtl.inference.empirical_bayes.nuts_init_values`). Sites not given start as
+        `start_strategy` says (uniformly within radius 1 in unconstrained space; correlation
+        factors within ``1/sqrt(d)``). All chains start at the given values,
         so R-hat is then less able to reveal multimodality.
 
     Returns
