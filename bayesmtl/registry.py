@@ -74,10 +74,21 @@ def _simulate_bh(prior):
     return simulate
 
 
-def _simulate_lh(key, n_tasks, n_per_task, n_features, **kw):
-    allowed = {"likelihood"}
-    return _lh.simulate(key, n_tasks, n_per_task, n_features,
-                        **{k: v for k, v in kw.items() if k in allowed})
+def _simulate_lh(model):
+    """Latent-hierarchy simulator; the true tree comes back JSON-ready: ``tree`` as the packed
+    ``(K-1, 3)`` array ``[left, right, time]`` and ``newick``."""
+    from bayesmtl.models.coalescent import pack, to_newick
+
+    def simulate(key, n_tasks, n_per_task, n_features, **kw):
+        allowed = {"likelihood"}
+        data, truth = _lh.simulate(key, n_tasks, n_per_task, n_features, model=model,
+                                   **{k: v for k, v in kw.items() if k in allowed})
+        tree = truth["tree"]
+        truth["newick"] = to_newick(tree)
+        truth["tree"] = pack(tree)
+        return data, truth
+
+    return simulate
 
 
 def _simulate_sparse(key, n_tasks, n_per_task, n_features, **kw):
@@ -130,7 +141,13 @@ MODELS: dict[str, ModelSpec] = {
         "latent-hierarchy", _lh.mean_sharing,
         "Daume III 2009: task weights diffuse down a Kingman-coalescent tree over tasks "
         "(--method em: greedy-tree EM; mcmc: posterior over trees)",
-        _simulate_lh, {}, options=("likelihood",), methods=("em", "mcmc"),
+        _simulate_lh("mean"), {}, options=("likelihood",), methods=("em", "mcmc"),
+        family="latent_hierarchy"),
+    "latent-hierarchy-cov": ModelSpec(
+        "latent-hierarchy-cov", _lh.covariance_sharing,
+        "Daume III 2009 covariance sharing: log standard deviations of the task weights diffuse "
+        "down a Kingman-coalescent tree (--method em: greedy-tree EM; mcmc: posterior over trees)",
+        _simulate_lh("covariance"), {}, options=("likelihood",), methods=("em", "mcmc"),
         family="latent_hierarchy"),
     "sparse-mtl": ModelSpec(
         "sparse-mtl", _sp.sparse_mtl,

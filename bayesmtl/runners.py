@@ -76,16 +76,29 @@ def _lh_data(data, kwargs):
                     task_names=data.task_names)
 
 
+def _covariance(spec) -> bool:
+    from bayesmtl.models.latent_hierarchy import covariance_sharing
+
+    return spec.model is covariance_sharing
+
+
 def _run_em(spec, data, kwargs: dict, args, out_dir: Path) -> dict:
-    """Daume III 2009: greedy-coalescent EM for the mean-sharing latent hierarchy."""
-    from bayesmtl.inference.latent_hierarchy_em import latent_hierarchy_em
+    """Daume III 2009: greedy-coalescent EM for the mean- or covariance-sharing latent hierarchy."""
     from bayesmtl.inference.plots import plot_evidence_trace
     from bayesmtl.inference.tree_plots import plot_dendrogram, plot_similarity
     from bayesmtl.models.coalescent import tree_covariance
 
+    likelihood = kwargs.get("likelihood", "gaussian")
     t0 = time.perf_counter()
-    res = latent_hierarchy_em(_lh_data(data, kwargs),
-                              likelihood=kwargs.get("likelihood", "gaussian"))
+    if _covariance(spec):
+        from bayesmtl.inference.latent_hierarchy_cov import covariance_sharing_em
+
+        res = covariance_sharing_em(_lh_data(data, kwargs), likelihood=likelihood)
+        np.savez(out_dir / "em.npz", log_scale=res.S, R=res.R, Lambda=res.Lambda, w=res.W)
+    else:
+        from bayesmtl.inference.latent_hierarchy_em import latent_hierarchy_em
+
+        res = latent_hierarchy_em(_lh_data(data, kwargs), likelihood=likelihood)
     runtime = time.perf_counter() - t0
     names = list(data.task_names) if data.task_names else None
     plot_dendrogram(res.tree, out_dir / "tree.png", names=names, title="greedy-EM tree")
@@ -97,17 +110,24 @@ def _run_em(spec, data, kwargs: dict, args, out_dir: Path) -> dict:
 
 
 def _run_tree_mcmc(spec, data, kwargs: dict, args, out_dir: Path) -> dict:
-    """Daume III 2009: the full posterior over trees and parameters (Gibbs + tree MH)."""
+    """Daume III 2009: the full posterior over trees and parameters (Gibbs + tree MH; NUTS for the
+    covariance-sharing parameters)."""
     from bayesmtl.inference.tree_plots import plot_dendrogram, plot_similarity
-    from bayesmtl.inference.tree_posterior import tree_posterior
+
+    if _covariance(spec):
+        from bayesmtl.inference.latent_hierarchy_cov_mcmc import (
+            covariance_tree_posterior as sampler,
+        )
+    else:
+        from bayesmtl.inference.tree_posterior import tree_posterior as sampler
 
     settings = dict(num_chains=max(2, args.chains), num_warmup=args.warmup,
                     num_samples=args.samples)
     if os.environ.get("BAYESMTL_FAST"):
         settings.update(num_warmup=min(args.warmup, 100), num_samples=min(args.samples, 100))
     t0 = time.perf_counter()
-    post = tree_posterior(_lh_data(data, kwargs), likelihood=kwargs.get("likelihood", "gaussian"),
-                          seed=args.seed, **settings)
+    post = sampler(_lh_data(data, kwargs), likelihood=kwargs.get("likelihood", "gaussian"),
+                   seed=args.seed, **settings)
     runtime = time.perf_counter() - t0
     names = list(data.task_names) if data.task_names else None
     summary = post.summary(names=names)

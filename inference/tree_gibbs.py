@@ -269,4 +269,3 @@ def _tree_moves(rng, tree, loglik, steps, acc):
         for m, v in ok.items():
             acc[m] += v
     return state.tree
-

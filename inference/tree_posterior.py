@@ -67,20 +67,23 @@ def _mean_cov(merges, times, root_var):
 
 @dataclass
 class TreePosterior:
-    """Draws of `tree_posterior`: trees per chain and continuous parameters ``(chain, draw, ...)``.
+    """Draws of `tree_posterior` (mean sharing) or
+    `~bayesmtl.inference.latent_hierarchy_cov_mcmc.covariance_tree_posterior` (covariance sharing):
+    trees per chain and continuous parameters ``(chain, draw, ...)``.
 
     Attributes
     ----------
     trees : list of list of Tree
         ``trees[c][s]``: draw ``s`` of chain ``c``.
     samples : dict
-        ``w (chain, draw, K, D)``, ``mu0``, ``Lambda``, ``noise`` (Gaussian, when sampled) and
-        ``tree_height`` (the root time).
+        Mean sharing: ``w (chain, draw, K, D)``, ``mu0``, ``Lambda``, ``noise`` (Gaussian, when
+        sampled) and ``tree_height`` (the root time). Covariance sharing: ``log_scale``, ``R``,
+        ``Lambda``, ``w``, ``noise`` (when sampled), ``tree_height``.
     idata : xarray.DataTree
         ArviZ DataTree of ``samples`` (dims ``task``, ``feature``, ``feature_bis``).
     accept : dict
-        Acceptance rates of the tree moves (and of the Bernoulli weight step).
-    likelihood, root_var, task_names, runtime_s
+        Acceptance rates of the tree moves (and of the Bernoulli weight step, or of NUTS).
+    likelihood, root_var, task_names, runtime_s, extra
     """
 
     trees: list
@@ -298,7 +301,9 @@ def _datatree(samples, data):
         "feature": list(data.feature_names) if data.feature_names else list(range(d)),
     }
     coords["feature_bis"] = coords["feature"]
-    dims = {"w": ["task", "feature"], "mu0": ["feature"], "Lambda": ["feature", "feature_bis"]}
+    dims = {"w": ["task", "feature"], "log_scale": ["task", "feature"], "mu0": ["feature"],
+            "Lambda": ["feature", "feature_bis"], "R": ["feature", "feature_bis"]}  # fmt: skip
+    dims = {n: v for n, v in dims.items() if n in samples}
     return from_dict({"posterior": samples}, coords=coords, dims=dims)
 
 

@@ -184,3 +184,34 @@ def test_sparse_mtl_vem_finds_the_active_block(tmp_path):
     assert s["active_blocks"] == true_active
     assert np.all(np.diff(json.loads((out / "summary.json").read_text())["gamma_mean"]) != 0)
     assert (out / "blocks.png").exists() and (out / "task_covariance.png").exists()
+
+
+def test_latent_hierarchy_cov_simulate_em_and_mcmc(tmp_path, capsys):
+    """Covariance sharing end to end: listed, simulated to CSV (true tree in the truth JSON),
+    fitted by greedy-tree EM and by the posterior over trees."""
+    assert run("list") == 0
+    assert "latent-hierarchy-cov" in capsys.readouterr().out
+    csv = tmp_path / "cov.csv"
+    assert run("simulate", "--model", "latent-hierarchy-cov", "--tasks", 5, "--per-task", 15,
+               "--features", 1, "--seed", 2, "--out", csv) == 0
+    truth = json.loads(csv.with_suffix(".truth.json").read_text())
+    assert np.asarray(truth["tree"]).shape == (4, 3) and truth["newick"].endswith(";")
+    assert np.asarray(truth["log_scale"]).shape == (5, 1)
+    fit = ["fit", "--model", "latent-hierarchy-cov", "--data", csv, "--task-col", "task",
+           "--target", "y", "--features", "x0"]
+    em = tmp_path / "em"
+    assert run(*fit, "--method", "em", "--out", em) == 0
+    s = json.loads((em / "summary.json").read_text())
+    assert {"newick", "clades", "objective", "n_iter", "converged"} <= set(s)
+    assert s["newick"].count("(") == 4 and s["model"] == "latent-hierarchy-cov"
+    assert all((em / f).exists() for f in ("tree.png", "similarity.png", "objective.png"))
+    mc = tmp_path / "mcmc"
+    assert run(*fit, "--method", "mcmc", "--warmup", 50, "--samples", 50, "--out", mc) == 0
+    s = json.loads((mc / "summary.json").read_text())
+    probs = [c["probability"] for c in s["clade_probabilities"]]
+    assert probs and min(probs) >= 0.05 and max(probs) <= 1.0
+    assert all(2 <= len(c["tasks"]) <= 4 for c in s["clade_probabilities"])
+    assert s["asdsf"] is not None and s["newick"].endswith(";") and "nuts" in s["acceptance"]
+    assert all((mc / f).exists() for f in ("tree.png", "similarity.png", "posterior.nc"))
+    post = xr.open_datatree(mc / "posterior.nc", engine="h5netcdf")["posterior"]
+    assert post["log_scale"].shape[-2:] == (5, 2)  # intercept + x0
