@@ -9,8 +9,12 @@ from bayesmtl.inference.diagnostics import (
 )
 from bayesmtl.inference.executor import map_processes
 from bayesmtl.inference.fit import FitResult, fit
+from bayesmtl.inference.latent_hierarchy_cov import CovarianceEMResult, covariance_sharing_em
+from bayesmtl.inference.latent_hierarchy_cov_mcmc import covariance_tree_posterior
+from bayesmtl.inference.latent_hierarchy_em import EMResult, latent_hierarchy_em
 from bayesmtl.inference.predict import predict
 from bayesmtl.inference.sbc import SBCResult, sbc
+from bayesmtl.inference.tree_posterior import TreePosterior, tree_posterior
 
 __all__ = [
     "fit",
@@ -24,4 +28,11 @@ __all__ = [
     "sbc",
     "SBCResult",
     "map_processes",
+    "latent_hierarchy_em",
+    "EMResult",
+    "tree_posterior",
+    "TreePosterior",
+    "covariance_sharing_em",
+    "CovarianceEMResult",
+    "covariance_tree_posterior",
 ]

@@ -8,7 +8,7 @@ Model (`bayesmtl.models.latent_hierarchy.covariance_sharing`): ``R = corr(Sigma_
 Each sweep (Metropolis-within-Gibbs, every step exact for its conditional):
 
 1. ``S, Sigma_R, noise | tree, Lambda, y`` (Bernoulli: ``S, Sigma_R, w_z``): one transition of a
-   NumPyro NUTS kernel on `bayesmtl.inference.latent_hierarchy_cov.target_model`
+   NumPyro NUTS kernel on `bayesmtl.inference.latent_hierarchy_cov_target.target_model`
    (``covariance_sharing(centered=True)`` with ``Lambda`` conditioned and, for the Gaussian
    likelihood, the weights integrated out exactly). The kernel is initialised once per chain with
    ``num_warmup`` (step size and diagonal mass matrix adapt during warmup only) and then driven one
@@ -39,15 +39,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from bayesmtl.data import TaskData
-from bayesmtl.inference.latent_hierarchy_cov import (
+from bayesmtl.inference.latent_hierarchy_cov_target import (
     lambda_scatter,
     target_model,
     task_statistics,
     weights_posterior,
+    z_from_s,
 )
 from bayesmtl.inference.tree_gibbs import _brown, _kingman_draw, _tree_moves
 from bayesmtl.inference.tree_posterior import TreePosterior, _check, _datatree
-from bayesmtl.models.coalescent import Tree, tree_covariance
+from bayesmtl.models.coalescent import Tree
 from numpyro.infer import NUTS, init_to_uniform
 from scipy import stats
 
@@ -108,10 +109,7 @@ def _make_step(kernel, data, static_kw, stats, gaussian, counter):
         kw = {**static_kw, "tree": tree, "lam": lam}
         z = dict(state.z)
         if not static_kw["centered"]:  # the same S in the coordinates of the new tree and Lambda
-            lc = jnp.linalg.cholesky(tree_covariance(tree, static_kw["root_var"]))
-            a = jax.scipy.linalg.solve_triangular(lc, s, lower=True)
-            ll = jnp.linalg.cholesky(lam)
-            z["log_scale_z"] = jax.scipy.linalg.solve_triangular(ll, a.T, lower=True).T
+            z["log_scale_z"] = z_from_s(s, tree, lam, static_kw["root_var"])
         pe, grad = jax.value_and_grad(kernel.get_potential_fn((data,), kw))(z)
         state = kernel.sample(state._replace(z=z, potential_energy=pe, z_grad=grad), (data,), kw)
         val = kernel.postprocess_fn((data,), kw)(state.z)

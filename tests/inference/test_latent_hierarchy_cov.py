@@ -5,8 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from bayesmtl.data import TaskData
-from bayesmtl.inference.latent_hierarchy_cov import (
-    covariance_sharing_em,
+from bayesmtl.inference.latent_hierarchy_cov import covariance_sharing_em
+from bayesmtl.inference.latent_hierarchy_cov_target import (
     gaussian_log_marginal,
     task_statistics,
     weights_posterior,
@@ -85,19 +85,22 @@ def test_marginal_likelihood_is_the_dense_gaussian():
 
 
 def test_objective_is_the_documented_joint_density(fitted):
-    # the last objective value against independent scipy pieces at the returned point:
-    # IW(Sigma_R; I, D+1) + IW(Lambda; I, D+1) + dense Brownian N(vec S; 0, C kron Lambda)
-    # + HalfNormal(noise) + Kingman + sum_k N(y_k; 0, X_k Sigma_k X_k' + noise^2 I)
+    # the last objective value against independent scipy pieces at the returned point, in the
+    # non-centred coordinates Z = chol(C)^-1 S chol(Lambda)^-T: IW(Sigma_R; I, D+1)
+    # + IW(Lambda; I, D+1) + N(Z; 0, I) + HalfNormal(noise) + Kingman
+    # + sum_k N(y_k; 0, X_k Sigma_k X_k' + noise^2 I)
     data, _, res = fitted
     k, d = res.S.shape
-    with jax.enable_x64(True):  # C's entries differ by 1e-3: float32 would blur them
+    with jax.enable_x64(True):  # C's entries may differ by 1e-3: float32 would blur them
         c = np.asarray(tree_covariance(res.tree, 1.0))
+    z = np.linalg.solve(np.linalg.cholesky(c), res.S)
+    z = np.linalg.solve(np.linalg.cholesky(res.Lambda), z.T).T
     m = k - np.arange(k - 1)
     kingman = -np.sum(m * (m - 1) / 2 * np.diff(np.asarray(res.tree.times), prepend=0.0))
     expected = (
         stats.invwishart(d + 1, np.eye(d)).logpdf(res.Sigma_R)
         + stats.invwishart(d + 1, np.eye(d)).logpdf(res.Lambda)
-        + stats.multivariate_normal(np.zeros(k * d), np.kron(c, res.Lambda)).logpdf(res.S.ravel())
+        + stats.norm.logpdf(z).sum()
         + stats.halfnorm.logpdf(res.noise)
         + kingman
     )
@@ -111,11 +114,14 @@ def test_objective_is_the_documented_joint_density(fitted):
     np.testing.assert_allclose(res.R, res.Sigma_R / np.outer(sd, sd))
 
 
-def test_lambda_step_is_the_conditional_mode(fitted):
-    # IW prior + dense Brownian density of S is largest at the returned Lambda
-    _, _, res = fitted
+def test_centred_route_is_monotone_with_the_conditional_mode_of_lambda():
+    # centered=True: Lambda gets its closed-form step, so at the end IW prior + dense Brownian
+    # density of S is largest at the returned Lambda
+    data, _ = two_scale_clades(seed=2, k=4, n=20, d=2)
+    res = covariance_sharing_em(data, centered=True, max_iter=3)
+    assert np.all(np.diff(res.objective) >= 0)
     k, d = res.S.shape
-    with jax.enable_x64(True):  # C's entries differ by 1e-3: float32 would blur them
+    with jax.enable_x64(True):
         c = np.asarray(tree_covariance(res.tree, 1.0))
 
     def f(lam):
