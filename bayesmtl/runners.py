@@ -150,7 +150,7 @@ def _run_vem(spec, data, kwargs: dict, args, out_dir: Path) -> dict:
     from bayesmtl.inference.sparse_plots import plot_block_shrinkage, plot_task_covariance
     from bayesmtl.inference.vem_sparse import active_blocks, fit_vem_sparse
 
-    kw = {k: v for k, v in kwargs.items() if k in ("prior", "rank", "noise", "blocks")}
+    kw = {k: v for k, v in kwargs.items() if k in ("prior", "rank", "noise", "blocks", "likelihood")}
     t0 = time.perf_counter()
     max_iter = 200 if os.environ.get("BAYESMTL_FAST") else 2000
     res = fit_vem_sparse(data, max_iter=max_iter, **kw)

@@ -186,6 +186,28 @@ def test_sparse_mtl_vem_finds_the_active_block(tmp_path):
     assert (out / "blocks.png").exists() and (out / "task_covariance.png").exists()
 
 
+def test_sparse_mtl_vem_classification(tmp_path):
+    """--likelihood bernoulli reaches the Jaakkola-Jordan VEM: labels are checked, blocks ranked."""
+    import jax
+
+    from bayesmtl.registry import get_model
+
+    spec = "synthetic:sparse-mtl?tasks=4&per_task=300&features=8&seed=2&likelihood=bernoulli"
+    out = tmp_path / "vem-logit"
+    assert run("fit", "--model", "sparse-mtl", "--likelihood", "bernoulli", "--prior", "ard",
+               "--method", "vem", "--data", spec, "--out", out) == 0
+    s = json.loads((out / "summary.json").read_text())
+    _, truth = get_model("sparse-mtl").simulate(jax.random.key(2), 4, 300, 8,
+                                                likelihood="bernoulli")
+    active = np.flatnonzero(np.asarray(truth["active"])).tolist()
+    assert int(np.argmin(s["gamma_mean"])) == active[0] and active[0] in s["active_blocks"]
+    assert (out / "blocks.png").exists() and (out / "task_covariance.png").exists()
+    # Gaussian data are not labels: the error names y.
+    bad = "synthetic:sparse-mtl?tasks=4&per_task=30&features=8&seed=2"
+    assert run("fit", "--model", "sparse-mtl", "--likelihood", "bernoulli", "--method", "vem",
+               "--data", bad, "--out", tmp_path / "bad") != 0
+
+
 def test_latent_hierarchy_cov_simulate_em_and_mcmc(tmp_path, capsys):
     """Covariance sharing end to end: listed, simulated to CSV (true tree in the truth JSON),
     fitted by greedy-tree EM and by the posterior over trees."""
