@@ -276,7 +276,7 @@ def _run_chain(rng, data, kernel, step, static_kw, stats_, cfg, n_warmup, n_samp
     state = kernel.init(k_init, n_warmup, model_args=(data,), model_kwargs=kw)
     s = np.asarray(kernel.postprocess_fn((data,), kw)(state.z)["log_scale"], float)
     trees, draws = [], {n: [] for n in ("log_scale", "R", "Lambda", "noise", "w", "tree_height")}
-    acc = {"time": 0, "exchange": 0, "spr": 0, "scale": 0}
+    acc = {"time": 0, "exchange": 0, "spr": 0, "root": 0, "scale": 0}
     nuts_acc, divergences = [], 0
     for it in range(n_warmup + n_samples):
         key, k_w = jax.random.split(key)
@@ -305,7 +305,7 @@ def _run_chain(rng, data, kernel, step, static_kw, stats_, cfg, n_warmup, n_samp
                 draws["tree_height"].append(float(tree.times[-1]))
     draws = {n: np.asarray(v) for n, v in draws.items() if v}
     total = n_warmup + n_samples
-    rates = {m: acc[m] / max(total * steps, 1) for m in ("time", "exchange", "spr")}
+    rates = {m: acc[m] / max(total * steps, 1) for m in ("time", "exchange", "spr", "root")}
     rates["scale"] = acc["scale"] / total
     rates["nuts"] = float(np.mean(nuts_acc))
     return trees, draws, rates, divergences

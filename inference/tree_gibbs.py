@@ -10,7 +10,9 @@ for its conditional:
   proposal is the Laplace approximation at the conditional mode;
 * ``_lam_mu0``: the conjugate ``(Lambda, mu0) | W, tree`` from the message sufficient statistics;
 * ``_noise``: ``noise^2 | W, y ~ GIG((1-n)/2, 1, SSR)`` under a ``HalfNormal(1)`` noise prior;
-* ``_scale_move``: the joint rescaling of merge times and ``Lambda``;
+* ``_scale_move``: the joint rescaling of merge times and ``Lambda`` given ``W``;
+* ``_collapsed_scale_moves``: rescalings of ``Lambda`` and of (times, ``Lambda``) with ``W`` and
+  ``mu0`` integrated (Gaussian likelihood);
 * ``_tree_moves``: ``tree_steps`` steps of `bayesmtl.inference.tree_mcmc.tree_mh_step`;
 * ``_kingman_draw`` / ``_init``: starting trees and weights.
 
@@ -33,6 +35,8 @@ from bayesmtl.models.latent_hierarchy import mean_sharing_log_evidence
 from scipy import stats
 
 __all__: list[str] = []
+
+TREE_MOVES = ("time", "exchange", "spr", "root")  # the samplers' tree moves, each once per step
 
 
 @jax.jit
@@ -209,6 +213,51 @@ def _scale_move(rng, tree, w, mu0, lam, s2, root_var, step=0.5):
     return tree, lam, False
 
 
+def _kingman_log_prob(times, k):
+    m = k - np.arange(k - 1)
+    return -float(np.sum(m * (m - 1) / 2.0 * np.diff(np.asarray(times), prepend=0.0)))
+
+
+def _iw_log_prob(lam, s2):
+    """``log IW(Lambda; s2 I, D+1)`` up to a constant."""
+    d = lam.shape[0]
+    return -0.5 * (2 * d + 2) * np.linalg.slogdet(lam)[1] - 0.5 * s2 * np.trace(np.linalg.inv(lam))
+
+
+def _collapsed_scale_moves(rng, tree, lam, leaf, s2, root_var, n_moves, acc, step=0.5):
+    """Metropolis-Hastings on ``(tree times, Lambda) | noise, y`` with ``W`` and ``mu0`` integrated.
+
+    Two moves, ``n_moves`` times each: ``Lambda -> c Lambda`` (Jacobian ``c^(D(D+1)/2)``) and
+    ``(times, Lambda) -> (c times, Lambda / c)`` (Jacobian ``c^(K-1-D(D+1)/2)``), ``log c ~ U(-step,
+    step)``, on the target Kingman x IW x `mean_sharing_log_evidence`. With ``W`` integrated they cross
+    the ridges between the overall scale of ``Lambda``, the tree height and the spread of the weights
+    that the conditional steps (``Lambda | W``, the scale move given ``W``) cross only slowly.
+    """
+    k = tree.merges.shape[0] + 1
+    d = lam.shape[0]
+    half = d * (d + 1) / 2
+
+    def target(times, lam):
+        ll = float(_collapsed(tree.merges, jnp.asarray(times), *leaf, jnp.asarray(lam), root_var))
+        return ll + _kingman_log_prob(times, k) + _iw_log_prob(lam, s2)
+
+    times = np.asarray(tree.times, float)
+    cur = target(times, lam)
+    for _ in range(n_moves):
+        for move in ("lambda", "height"):
+            eps = rng.uniform(-step, step)
+            c = np.exp(eps)
+            if move == "lambda":
+                t2, lam2, jac = times, lam * c, half * eps
+            else:
+                t2, lam2, jac = times * c, lam / c, (k - 1 - half) * eps
+            new = target(t2, lam2)
+            if np.log(rng.uniform()) < new - cur + jac:
+                times, lam, cur = t2, lam2, new
+                acc[f"collapsed_{move}"] += 1
+    return Tree(tree.merges, times), lam
+
+
 def _init(rng, data, cfg, xtx, xty, init):
     k, d = data.n_tasks, data.n_features
     if data.y is None:
@@ -265,7 +314,7 @@ def _noise(rng, data, w):
 def _tree_moves(rng, tree, loglik, steps, acc):
     state = tree_mh_init(tree, loglik)
     for _ in range(steps):
-        state, ok = tree_mh_step(rng, state, loglik)
+        state, ok = tree_mh_step(rng, state, loglik, moves=TREE_MOVES)
         for m, v in ok.items():
-            acc[m] += v
+            acc[m] = acc.get(m, 0) + v
     return state.tree

@@ -6,7 +6,9 @@ or with its Hastings ratio:
 
 * **node time**: an internal node's time is redrawn uniformly between its older child and its parent
   (the interval does not depend on the current value: symmetric); the root's time takes a
-  log-scale random walk (Hastings ratio ``(t' - lo) / (t - lo)``) above its older child. Moving times
+  log-scale random walk (Hastings ratio ``(t' - lo) / (t - lo)``) above its older child. The
+  optional ``"root"`` move applies that walk to the root alone (the time move reaches the root only
+  once in ``K - 1`` tries, and the root's time is what mixes slowest). Moving times
   past other nodes re-ranks the history.
 * **narrow exchange**: pick one of the ``2K-2`` non-root nodes ``j``; if its parent ``p`` is not the
   root, swap ``j`` with ``p``'s sibling ``u`` when ``t_u < t_p``. Times are unchanged and the move
@@ -43,7 +45,8 @@ __all__ = [
     "tree_mh_step",
 ]
 
-MOVES = ("time", "exchange", "spr")
+MOVES = ("time", "exchange", "spr", "root")
+DEFAULT_MOVES = ("time", "exchange", "spr")
 
 
 class TreeChain(NamedTuple):
@@ -99,7 +102,7 @@ def tree_mh_step(
     log_likelihood: Callable | None = None,
     *,
     root_step: float = 1.0,
-    moves: Sequence[str] = MOVES,
+    moves: Sequence[str] = DEFAULT_MOVES,
 ) -> tuple[TreeState, dict]:
     """One Metropolis-Hastings step of each move in ``moves`` (see the module docstring).
 
@@ -112,7 +115,7 @@ def tree_mh_step(
         ``Tree -> float``; omitted: the Kingman prior alone.
     root_step : float
         Half-width of the root's log-scale random walk.
-    moves : sequence of {"time", "exchange", "spr"}
+    moves : sequence of {"time", "exchange", "spr", "root"}
 
     Returns
     -------
@@ -148,8 +151,8 @@ def tree_mh_step(
 
 
 def _propose(rng, move, par, t, k, nodes, root_step):
-    if move == "time":
-        j = rng.integers(k, 2 * k - 1)
+    if move in ("time", "root"):
+        j = 2 * k - 2 if move == "root" else rng.integers(k, 2 * k - 1)
         lo = t[par == j].max()
         t2 = t.copy()
         if par[j] < 0:
@@ -195,7 +198,7 @@ def tree_mcmc(
     init=None,
     thin: int = 1,
     root_step: float = 1.0,
-    moves: Sequence[str] = MOVES,
+    moves: Sequence[str] = DEFAULT_MOVES,
 ) -> TreeChain:
     """Run Metropolis-Hastings over ranked trees with times.
 
@@ -214,7 +217,7 @@ def tree_mcmc(
     thin : int
     root_step : float
         Half-width of the root's log-scale random walk.
-    moves : sequence of {"time", "exchange", "spr"}
+    moves : sequence of {"time", "exchange", "spr", "root"}
 
     Examples
     --------

@@ -41,6 +41,7 @@ from bayesmtl.data import TaskData
 from bayesmtl.inference.tree_gibbs import (
     _brown,
     _collapsed,
+    _collapsed_scale_moves,
     _cov_and_messages,
     _draw_w_bernoulli,
     _draw_w_gaussian,
@@ -215,6 +216,7 @@ def tree_posterior(
     tree_steps: int | None = None,
     thin: int = 1,
     init: str = "random",
+    scale_moves: int = 5,
 ) -> TreePosterior:
     """Sample the joint posterior over trees and parameters of the mean-sharing latent hierarchy.
 
@@ -237,6 +239,10 @@ def tree_posterior(
     init : {"random", "greedy"}
         Starting trees: independent Kingman draws per chain (over-dispersed, the honest default
         for the ASDSF) or the greedy coalescent on ridge estimates of the weights.
+    scale_moves : int
+        Gaussian likelihood: rescalings of ``Lambda`` and of (tree times, ``Lambda``), each tried
+        this many times per sweep with the weights integrated out (cheap: one message pass each);
+        0 turns them off. They are what lets ``Lambda`` and the tree height mix on real data.
 
     Returns
     -------
@@ -257,6 +263,7 @@ def tree_posterior(
         "num_samples": (num_samples, 1),
         "seed": (seed, 0),
         "thin": (thin, 1),
+        "scale_moves": (scale_moves, 0),
     }
     if tree_steps is not None:
         ints["tree_steps"] = (tree_steps, 0)
@@ -264,7 +271,7 @@ def tree_posterior(
     k = data.n_tasks
     steps = max(3, k // 2) if tree_steps is None else int(tree_steps)
     cfg = {"likelihood": likelihood, "noise_scale": noise_scale}
-    cfg.update(s2=float(s2), root_var=float(root_var))
+    cfg.update(s2=float(s2), root_var=float(root_var), scale_moves=int(scale_moves))
     t0 = time.perf_counter()
     seqs = np.random.SeedSequence(seed).spawn(num_chains)
     chains = []
@@ -288,7 +295,7 @@ def tree_posterior(
         root_var=float(root_var),
         task_names=data.task_names,
         runtime_s=runtime,
-        extra={"noise_scale": noise_scale, "tree_steps": steps},
+        extra={"noise_scale": noise_scale, "tree_steps": steps, "scale_moves": int(scale_moves)},
     )
 
 
@@ -325,7 +332,9 @@ def _run_chain(rng, data, cfg, n_warmup, n_samples, thin, steps, init):
     sample_noise = lik == "gaussian" and cfg["noise_scale"] is None
     mu0, lam = w.mean(0), s2 * np.eye(d)
     trees, draws = [], {n: [] for n in ("w", "mu0", "Lambda", "noise", "tree_height")}
-    acc = {"time": 0, "exchange": 0, "spr": 0, "w": 0, "scale": 0}
+    acc = {"time": 0, "exchange": 0, "spr": 0, "root": 0, "w": 0, "scale": 0}
+    acc.update(collapsed_lambda=0, collapsed_height=0)
+    scale_moves = cfg.get("scale_moves", 0) if gaussian else 0
     for it in range(n_warmup + n_samples):
         if gaussian:
             leaf = tuple(jnp.asarray(a) for a in leaf_evidence(xtx, xty, yty, n_rows, noise))
@@ -335,6 +344,9 @@ def _run_chain(rng, data, cfg, n_warmup, n_samples, thin, steps, init):
                 return float(_collapsed(tr.merges, tr.times, *leaf, lam_j, root_var))
 
             tree = _tree_moves(rng, tree, loglik, steps, acc)
+            if scale_moves:
+                tree, lam = _collapsed_scale_moves(rng, tree, lam, leaf, s2, root_var,
+                                                   scale_moves, acc)
             c, _ = _cov_and_messages(tree.merges, tree.times, jnp.asarray(w), root_var)
             w = _draw_w_gaussian(rng, c + 1.0, lam, np.zeros(d), xtx, xty, noise)
             acc["w"] += 1
@@ -364,8 +376,11 @@ def _run_chain(rng, data, cfg, n_warmup, n_samples, thin, steps, init):
     if not sample_noise:
         draws.pop("noise")
     total = n_warmup + n_samples
-    rates = {m: acc[m] / max(total * steps, 1) for m in ("time", "exchange", "spr")}
+    rates = {m: acc[m] / max(total * steps, 1) for m in ("time", "exchange", "spr", "root")}
     rates["scale"] = acc["scale"] / total
     if lik == "bernoulli":
         rates["w"] = acc["w"] / total
+    if scale_moves:
+        for m in ("collapsed_lambda", "collapsed_height"):
+            rates[m] = acc[m] / (total * scale_moves)
     return trees, {n: np.asarray(v) for n, v in draws.items()}, rates
