@@ -20,6 +20,7 @@ from bayesmtl.data import (
     load_dataset,
     load_exam,
     load_grunfeld,
+    load_linnerud,
     load_radon,
     train_test_split,
 )
@@ -55,6 +56,7 @@ __all__ = [
     "load_exam",
     "load_radon",
     "load_grunfeld",
+    "load_linnerud",
     "fit",
     "FitResult",
     "diagnose",
