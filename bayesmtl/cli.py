@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from urllib.parse import parse_qsl, urlparse
 
-__all__ = ["main", "build_parser"]
+__all__ = ["build_parser", "main"]
 
 FAST = bool(os.environ.get("BAYESMTL_FAST"))
 
@@ -71,7 +71,7 @@ def _json_default(o):
 
 
 # --------------------------------------------------------------------------- data specs
-def load_data(spec: str, args) -> "TaskData":  # noqa: F821
+def load_data(spec: str, args) -> TaskData:  # noqa: F821
     """A data set name, ``synthetic:<model>?tasks=..&per_task=..&features=..&seed=..``, or a CSV."""
     import jax
 
@@ -137,7 +137,6 @@ def fit_and_write(spec, data, args, out_dir: Path, *, data_label: str) -> dict:
 
     from bayesmtl.inference import DiagnosticsWarning, diagnose, fit
     from bayesmtl.inference.plots import save_fit_plots
-
     from bayesmtl.runners import add_memberships, run_method
 
     kw = _model_kwargs(spec, args)
@@ -271,7 +270,7 @@ def cmd_fit(args) -> int:
     return 0
 
 
-def _compare_into(names, data, args, tmp: Path, data_label: str) -> tuple[dict, "object"]:
+def _compare_into(names, data, args, tmp: Path, data_label: str) -> tuple[dict, object]:
     import arviz as az
 
     from bayesmtl.inference import compare

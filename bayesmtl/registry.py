@@ -9,15 +9,15 @@ such as ``eb``, run by `bayesmtl.runners`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from bayesmtl.models import hierarchical as _h
 from bayesmtl.models import latent_hierarchy as _lh
 from bayesmtl.models import sparse_mtl as _sp
 from bayesmtl.models import task_clustering as _tc
 
-__all__ = ["ModelSpec", "MODELS", "get_model", "OPTION_KEYWORDS"]
+__all__ = ["MODELS", "OPTION_KEYWORDS", "ModelSpec", "get_model"]
 
 # CLI option (argparse dest) -> model keyword.
 OPTION_KEYWORDS = {

@@ -13,7 +13,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-__all__ = ["run_method", "add_memberships", "RUNNERS"]
+__all__ = ["RUNNERS", "add_memberships", "run_method"]
 
 
 def add_memberships(result, kwargs: dict) -> np.ndarray | None:
@@ -165,7 +165,7 @@ def _run_vem(spec, data, kwargs: dict, args, out_dir: Path) -> dict:
     np.savez(out_dir / "vem.npz", gamma_mean=res.gamma_mean, task_cov=res.task_cov,
              elbo=res.elbo)
     return {"method": "vem", "runtime_s": runtime, "elbo": float(res.elbo[-1]),
-            "vem_iterations": int(len(res.elbo)), "converged": bool(res.converged),
+            "vem_iterations": len(res.elbo), "converged": bool(res.converged),
             "gamma_mean": np.asarray(res.gamma_mean).tolist(),
             "active_blocks": np.flatnonzero(active_blocks(res.gamma_mean)).tolist(),
             "gate": "pass" if res.converged else "fail"}

@@ -28,12 +28,11 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np
-from bench_sparse_mtl import f1, ridge_predict, synthetic  # also configures JAX (1 host device)
-
 from bayesmtl.data import load_linnerud, to_multioutput
 from bayesmtl.data.multioutput import load_grunfeld_sur
 from bayesmtl.data.taskdata import TaskData
 from bayesmtl.inference.vem_sparse import active_blocks, fit_vem_sparse
+from bench_sparse_mtl import f1, ridge_predict, synthetic  # also configures JAX (1 host device)
 
 
 def hierarchical_predict(train_td, test_X_per_task, num_samples, seed=0):

@@ -1,6 +1,13 @@
 """What is observed: the `TaskData` container, splits and scaling, loaders of real data."""
 
-from bayesmtl.data.datasets import DATASETS, load_dataset, load_exam, load_grunfeld, load_linnerud, load_radon
+from bayesmtl.data.datasets import (
+    DATASETS,
+    load_dataset,
+    load_exam,
+    load_grunfeld,
+    load_linnerud,
+    load_radon,
+)
 from bayesmtl.data.ilea import load_ilea
 from bayesmtl.data.multioutput import MultiOutputData, load_grunfeld_sur, to_multioutput
 from bayesmtl.data.tabular import from_csv, from_dataframe
@@ -8,19 +15,19 @@ from bayesmtl.data.taskdata import TaskData
 from bayesmtl.data.transforms import Standardizer, train_test_split
 
 __all__ = [
-    "TaskData",
-    "train_test_split",
-    "Standardizer",
-    "from_dataframe",
-    "from_csv",
-    "load_exam",
-    "load_radon",
-    "load_grunfeld",
-    "load_linnerud",
-    "load_dataset",
     "DATASETS",
-    "load_ilea",
     "MultiOutputData",
+    "Standardizer",
+    "TaskData",
+    "from_csv",
+    "from_dataframe",
+    "load_dataset",
+    "load_exam",
+    "load_grunfeld",
     "load_grunfeld_sur",
+    "load_ilea",
+    "load_linnerud",
+    "load_radon",
     "to_multioutput",
+    "train_test_split",
 ]

@@ -13,14 +13,13 @@
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd
-
 from bayesmtl.data.taskdata import TaskData
 
-__all__ = ["load_exam", "load_radon", "load_grunfeld", "load_linnerud", "load_dataset", "DATASETS"]
+__all__ = ["DATASETS", "load_dataset", "load_exam", "load_grunfeld", "load_linnerud", "load_radon"]
 
 
 def _rdataset(package: str, item: str) -> pd.DataFrame:

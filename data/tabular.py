@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
-
 from bayesmtl.data.taskdata import TaskData
 
-__all__ = ["from_dataframe", "from_csv"]
+__all__ = ["from_csv", "from_dataframe"]
 
 
 def _numeric_block(df: pd.DataFrame, cols: Sequence[str], what: str):

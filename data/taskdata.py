@@ -14,8 +14,8 @@ so it can be passed to jitted code and to NumPyro models run with ``jit_model_ar
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Sequence
 
 import jax
 import numpy as np
@@ -208,7 +208,7 @@ class TaskData:
             raise ValueError(f"task_features: {who} needs task features, but data has none")
         return self.task_features
 
-    def subset(self, rows) -> "TaskData":
+    def subset(self, rows) -> TaskData:
         """Rows ``rows`` (boolean mask or indices), keeping every task (possibly empty)."""
         rows = np.asarray(rows)
         return replace(
@@ -220,7 +220,7 @@ class TaskData:
         )
 
     @classmethod
-    def for_prediction(cls, X, task, n_tasks: int, **names) -> "TaskData":
+    def for_prediction(cls, X, task, n_tasks: int, **names) -> TaskData:
         """Rows to predict: tasks may be empty, and indices past the training tasks are new tasks.
 
         Examples
@@ -230,10 +230,10 @@ class TaskData:
         """
         return cls(X=X, task=task, n_tasks=n_tasks, allow_empty_tasks=True, **names)
 
-    def without_y(self) -> "TaskData":
+    def without_y(self) -> TaskData:
         return replace(self, y=None)
 
-    def with_y(self, y) -> "TaskData":
+    def with_y(self, y) -> TaskData:
         return replace(self, y=np.asarray(y))
 
     def __repr__(self) -> str:

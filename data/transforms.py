@@ -5,10 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import numpy as np
-
 from bayesmtl.data.taskdata import TaskData
 
-__all__ = ["train_test_split", "Standardizer"]
+__all__ = ["Standardizer", "train_test_split"]
 
 
 def train_test_split(
@@ -64,7 +63,7 @@ class Standardizer:
     y_scale: float = 1.0
 
     @classmethod
-    def fit(cls, data: TaskData, *, target: bool = True) -> "Standardizer":
+    def fit(cls, data: TaskData, *, target: bool = True) -> Standardizer:
         xm = data.X.mean(axis=0)
         xs = data.X.std(axis=0)
         xs = np.where(xs > 0, xs, 1.0)

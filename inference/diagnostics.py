@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 import arviz as az
 import numpy as np
 
-__all__ = ["Diagnostics", "DiagnosticsWarning", "DiagnosticsError", "diagnose", "loo"]
+__all__ = ["Diagnostics", "DiagnosticsError", "DiagnosticsWarning", "diagnose", "loo"]
 
 
 class DiagnosticsWarning(UserWarning):

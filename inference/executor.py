@@ -7,11 +7,11 @@ scheduler runs in this process (no Dask at all); ``workers > 1`` starts an embed
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
-
-from tqdm.auto import tqdm
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from bayesmtl.inference.runtime import quiet
+from tqdm.auto import tqdm
 
 __all__ = ["map_processes"]
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 import functools
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -20,15 +21,14 @@ import numpy as np
 import numpyro
 from arviz_base import from_dict
 from arviz_base.io_numpyro import infer_dims
-from numpyro.distributions import constraints
-from numpyro.infer import MCMC, NUTS, Predictive, init_to_uniform, log_likelihood
-
 from bayesmtl.data.multioutput import MultiOutputData
 from bayesmtl.data.taskdata import TaskData
 from bayesmtl.inference.runtime import quiet
 from bayesmtl.inference.svi import SVIFit, run_svi
+from numpyro.distributions import constraints
+from numpyro.infer import MCMC, NUTS, Predictive, init_to_uniform, log_likelihood
 
-__all__ = ["FitResult", "fit", "sample_nuts", "to_datatree", "METHODS"]
+__all__ = ["METHODS", "FitResult", "fit", "sample_nuts", "to_datatree"]
 
 METHODS = ("nuts", "svi")
 

@@ -11,8 +11,15 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["plot_trace", "plot_rank", "plot_task_forest", "plot_ppc", "save_fit_plots",
-           "plot_membership", "plot_evidence_trace"]
+__all__ = [
+    "plot_evidence_trace",
+    "plot_membership",
+    "plot_ppc",
+    "plot_rank",
+    "plot_task_forest",
+    "plot_trace",
+    "save_fit_plots",
+]
 
 
 def _mpl():

@@ -14,7 +14,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro
-
 from bayesmtl.data.taskdata import TaskData
 
 __all__ = ["predict"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["configure", "cache_dir", "quiet"]
+__all__ = ["cache_dir", "configure", "quiet"]
 
 CACHE_ENV = "BAYESMTL_JAX_CACHE"
 

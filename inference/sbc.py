@@ -11,16 +11,15 @@ processes with `map_processes` (Dask distributed).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import jax
 import numpy as np
+from bayesmtl.inference.executor import map_processes
 from scipy import stats
 
-from bayesmtl.inference.executor import map_processes
-
-__all__ = ["SBCResult", "sbc", "rank_statistics"]
+__all__ = ["SBCResult", "rank_statistics", "sbc"]
 
 
 @dataclass

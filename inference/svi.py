@@ -9,8 +9,9 @@ chunk. Posterior draws come from the fitted guide; the Pareto-k of the importanc
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -25,7 +26,7 @@ from numpyro.infer.autoguide import (
 )
 from tqdm.auto import tqdm
 
-__all__ = ["SVIFit", "run_svi", "GUIDES", "importance_log_weights"]
+__all__ = ["GUIDES", "SVIFit", "importance_log_weights", "run_svi"]
 
 GUIDES = {
     "normal": AutoNormal,

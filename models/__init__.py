@@ -20,11 +20,11 @@ from bayesmtl.models import (
 )
 
 __all__ = [
-    "hierarchical",
-    "task_clustering",
     "coalescent",
-    "latent_hierarchy",
     "gig",
+    "hierarchical",
+    "latent_hierarchy",
     "matrix_normal",
     "sparse_mtl",
+    "task_clustering",
 ]

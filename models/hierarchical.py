@@ -22,26 +22,25 @@ when present) and ``obs``.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro
 import numpyro.distributions as dist
+from bayesmtl.data.taskdata import TaskData
 from numpyro.infer import Predictive
 
-from bayesmtl.data.taskdata import TaskData
-
 __all__ = [
-    "pooled",
-    "independent",
-    "hierarchical",
-    "simulate",
-    "coords",
-    "MODELS",
     "LIKELIHOODS",
+    "MODELS",
     "NOISE",
+    "coords",
+    "hierarchical",
+    "independent",
+    "pooled",
+    "simulate",
 ]
 
 LIKELIHOODS = ("gaussian", "bernoulli")

@@ -11,10 +11,10 @@ os.environ.setdefault("BAYESMTL_FAST", "1")
 # get_executable_and_time) after a few hundred compilations. Kernels are shared in memory instead.
 os.environ.setdefault("BAYESMTL_JAX_CACHE", "off")
 
-from bayesmtl.inference.runtime import configure  # noqa: E402
+from bayesmtl.inference.runtime import configure
 
 configure(host_devices=2, platform="cpu", compilation_cache=False)
 
-import jax  # noqa: E402
+import jax
 
 jax.config.update("jax_enable_x64", False)

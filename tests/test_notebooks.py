@@ -1,6 +1,5 @@
 """Every notebook executes top to bottom in fast mode, and is committed without outputs."""
 
-import os
 from pathlib import Path
 
 import nbformat

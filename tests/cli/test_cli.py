@@ -118,7 +118,6 @@ def test_sbc_command(tmp_path):
 def test_clustering_by_empirical_bayes_recovers_the_clusters(tmp_path):
     """--method eb on three well-separated simulated clusters: the labels match the truth."""
     import jax
-
     from bayesmtl.models.task_clustering import simulate
     from bayesmtl.models.task_clustering_metrics import adjusted_rand_index
 

@@ -5,7 +5,6 @@ One simulated data set and one NUTS fit are shared by the module (compiled once)
 import jax
 import numpy as np
 import pytest
-
 from bayesmtl.data import TaskData
 from bayesmtl.inference import (
     DiagnosticsError,

@@ -5,7 +5,6 @@ import functools
 
 import numpy as np
 import pytest
-
 from bayesmtl.inference import sbc
 from bayesmtl.inference.sbc import rank_statistics
 from bayesmtl.models import hierarchical as H

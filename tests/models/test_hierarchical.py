@@ -2,11 +2,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from numpyro.infer import Predictive
-from numpyro.infer.util import log_density
-
 from bayesmtl.data import TaskData
 from bayesmtl.models import hierarchical as H
+from numpyro.infer import Predictive
+from numpyro.infer.util import log_density
 
 KEY = jax.random.key(0)
 
@@ -43,7 +42,7 @@ def test_centred_and_noncentred_define_the_same_prior():
     # difference of two independent medians has sqrt(2) times that; allow 4 of them.
     se = 4 * np.sqrt(2) * np.sqrt(np.pi / 2) * a.std(axis=0) / np.sqrt(n)
     assert np.all(np.abs(np.median(a, 0) - np.median(b, 0)) < se)
-    iqr = lambda x: np.subtract(*np.percentile(x, [75, 25], axis=0))  # noqa: E731
+    iqr = lambda x: np.subtract(*np.percentile(x, [75, 25], axis=0))
     assert np.allclose(iqr(a), iqr(b), rtol=0.1)
 
 
