@@ -47,7 +47,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from bayesmtl.data import TaskData
-from bayesmtl.inference.coalescent_greedy import GREEDY_METHODS, greedy_coalescent
+from bayesmtl.inference.coalescent_greedy import greedy_coalescent
 from bayesmtl.inference.latent_hierarchy_cov_target import (
     JITTER,
     lambda_scatter,
@@ -57,6 +57,7 @@ from bayesmtl.inference.latent_hierarchy_cov_target import (
     weights_posterior,
     z_from_s,
 )
+from bayesmtl.inference.latent_hierarchy_em import check_inputs
 from bayesmtl.models.coalescent import Tree, clades, kingman_log_prob, to_newick
 from jax.flatten_util import ravel_pytree
 from numpyro import handlers
@@ -116,28 +117,6 @@ class CovarianceEMResult(NamedTuple):
         }
 
 
-def _check(data, likelihood, noise_scale, s2, root_var, greedy, min_duration, max_iter):
-    if not isinstance(data, TaskData):
-        raise ValueError(f"data: expected a TaskData, got {type(data).__name__}")  # noqa: TRY004
-    if data.n_tasks < 2:
-        raise ValueError(f"data: a latent hierarchy needs at least 2 tasks, got {data.n_tasks}")
-    if data.y is None:
-        raise ValueError("data: EM needs observed targets y")
-    if likelihood not in ("gaussian", "bernoulli"):
-        raise ValueError(f"likelihood: expected 'gaussian' or 'bernoulli', got {likelihood!r}")
-    if likelihood == "bernoulli":
-        data.check_binary()
-    if greedy not in GREEDY_METHODS:
-        raise ValueError(f"greedy: expected one of {GREEDY_METHODS}, got {greedy!r}")
-    for name, v in (("s2", s2), ("root_var", root_var), ("min_duration", min_duration)):
-        if not (np.ndim(v) == 0 and np.isfinite(v) and v > 0):
-            raise ValueError(f"{name}: expected a positive finite number, got {v!r}")
-    if noise_scale is not None and not (np.isfinite(noise_scale) and noise_scale > 0):
-        raise ValueError(f"noise_scale: expected a positive number or None, got {noise_scale!r}")
-    if isinstance(max_iter, bool) or not (isinstance(max_iter, int) and max_iter >= 1):
-        raise ValueError(f"max_iter: expected a positive int, got {max_iter!r}")
-
-
 def covariance_sharing_em(
     data: TaskData,
     *,
@@ -187,7 +166,7 @@ def covariance_sharing_em(
     >>> res.S.shape, bool((res.objective[1:] >= res.objective[:-1]).all())
     ((5, 2), True)
     """
-    _check(data, likelihood, noise_scale, s2, root_var, greedy, min_duration, max_iter)
+    check_inputs(data, likelihood, noise_scale, s2, root_var, greedy, min_duration, max_iter)
     with jax.enable_x64(True):
         return _run(
             data, likelihood, noise_scale, float(s2), float(root_var), greedy,

@@ -174,7 +174,8 @@ def _update_params(w, tree, s2, root_var):
     return mu0, 0.5 * (lam + lam.T)
 
 
-def _check(data, likelihood, noise_scale, s2, root_var, greedy, min_duration, max_iter):
+def check_inputs(data, likelihood, noise_scale, s2, root_var, greedy, min_duration, max_iter):
+    """Input checks shared by the two latent-hierarchy EMs (clear errors naming the argument)."""
     if not isinstance(data, TaskData):
         raise ValueError(f"data: expected a TaskData, got {type(data).__name__}")  # noqa: TRY004
     if data.n_tasks < 2:
@@ -188,11 +189,11 @@ def _check(data, likelihood, noise_scale, s2, root_var, greedy, min_duration, ma
     if greedy not in GREEDY_METHODS:
         raise ValueError(f"greedy: expected one of {GREEDY_METHODS}, got {greedy!r}")
     for name, v in (("s2", s2), ("root_var", root_var), ("min_duration", min_duration)):
-        if not (np.isfinite(v) and v > 0):
+        if not (np.ndim(v) == 0 and np.isfinite(v) and v > 0):
             raise ValueError(f"{name}: expected a positive finite number, got {v!r}")
     if noise_scale is not None and not (np.isfinite(noise_scale) and noise_scale > 0):
         raise ValueError(f"noise_scale: expected a positive number or None, got {noise_scale!r}")
-    if not (isinstance(max_iter, int) and max_iter >= 1):
+    if isinstance(max_iter, bool) or not (isinstance(max_iter, int) and max_iter >= 1):
         raise ValueError(f"max_iter: expected a positive int, got {max_iter!r}")
 
 
@@ -241,7 +242,7 @@ def latent_hierarchy_em(
     >>> res.w.shape, bool((res.objective[1:] >= res.objective[:-1] - 1e-6).all())
     ((6, 2), True)
     """
-    _check(data, likelihood, noise_scale, s2, root_var, greedy, min_duration, max_iter)
+    check_inputs(data, likelihood, noise_scale, s2, root_var, greedy, min_duration, max_iter)
     with jax.enable_x64(True):
         return _run(
             data, likelihood, noise_scale, s2, root_var, greedy, min_duration, max_iter, tol
