@@ -46,7 +46,7 @@ from bayesmtl.inference.latent_hierarchy_cov_target import (
     weights_posterior,
     z_from_s,
 )
-from bayesmtl.inference.tree_gibbs import _brown, _kingman_draw, _tree_moves
+from bayesmtl.inference.tree_gibbs import _brown, _kingman_draw, _sweeps, _tree_moves
 from bayesmtl.inference.tree_posterior import TreePosterior, _check, _datatree
 from bayesmtl.models.coalescent import Tree
 from numpyro.infer import NUTS, init_to_uniform
@@ -144,6 +144,7 @@ def covariance_tree_posterior(
     target_accept: float = 0.8,
     max_tree_depth: int = 8,
     centered: bool = False,
+    progress_bar: bool | None = None,
 ) -> TreePosterior:
     """Sample the joint posterior over trees and parameters of the covariance-sharing hierarchy.
 
@@ -170,6 +171,10 @@ def covariance_tree_posterior(
         NUTS target acceptance probability.
     max_tree_depth : int
         NUTS maximum tree depth.
+    centered : bool
+        NUTS in the centred log-scale coordinates instead of the model's non-centred ones.
+    progress_bar : bool, optional
+        A progress bar per chain; by default shown unless the ``CI`` environment variable is set.
 
     Returns
     -------
@@ -202,7 +207,8 @@ def covariance_tree_posterior(
         raise ValueError(f"target_accept: expected a number in (0, 1), got {target_accept!r}")
     k = data.n_tasks
     steps = max(3, k // 2) if tree_steps is None else int(tree_steps)
-    cfg = {"s2": float(s2), "root_var": float(root_var), "steps": steps, "init": init}
+    cfg = {"s2": float(s2), "root_var": float(root_var), "steps": steps, "init": init,
+           "progress_bar": progress_bar}
     t0 = time.perf_counter()
     seqs = np.random.SeedSequence(seed).spawn(num_chains)
     counter = [0]
@@ -224,8 +230,8 @@ def covariance_tree_posterior(
         )
         step = _make_step(kernel, data, static_kw, stats_, gaussian, counter)
         chains = [
-            _run_chain(np.random.default_rng(seqs[c]), data, kernel, step, static_kw, stats_, cfg,
-                       num_warmup, num_samples, thin)
+            _run_chain(np.random.default_rng(seqs[c]), data, kernel, step, static_kw, stats_,
+                       {**cfg, "chain": c}, num_warmup, num_samples, thin)
             for c in range(num_chains)
         ]  # fmt: skip
     runtime = time.perf_counter() - t0
@@ -278,7 +284,7 @@ def _run_chain(rng, data, kernel, step, static_kw, stats_, cfg, n_warmup, n_samp
     trees, draws = [], {n: [] for n in ("log_scale", "R", "Lambda", "noise", "w", "tree_height")}
     acc = {"time": 0, "exchange": 0, "spr": 0, "root": 0, "scale": 0}
     nuts_acc, divergences = [], 0
-    for it in range(n_warmup + n_samples):
+    for it in _sweeps(n_warmup + n_samples, cfg):
         key, k_w = jax.random.split(key)
         state, out = step(state, jnp.asarray(tree.merges, jnp.int32),
                           jnp.asarray(tree.times, jnp.float64), jnp.asarray(lam), s,

@@ -24,6 +24,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+from bayesmtl.inference.runtime import quiet
 from bayesmtl.inference.tree_mcmc import tree_mh_init, tree_mh_step
 from bayesmtl.models.coalescent import (
     Tree,
@@ -33,10 +34,20 @@ from bayesmtl.models.coalescent import (
 )
 from bayesmtl.models.latent_hierarchy import mean_sharing_log_evidence
 from scipy import stats
+from tqdm.auto import tqdm
 
 __all__: list[str] = []
 
 TREE_MOVES = ("time", "exchange", "spr", "root")  # the samplers' tree moves, each once per step
+
+
+def _sweeps(total: int, cfg: dict):
+    """``range(total)`` with a progress bar for chain ``cfg["chain"]`` unless ``cfg["progress_bar"]``
+    is False (``None``: shown unless the ``CI`` environment variable is set)."""
+    show = cfg.get("progress_bar")
+    show = (not quiet()) if show is None else bool(show)
+    return tqdm(range(total), desc=f"tree MCMC, chain {cfg.get('chain', 0)}", disable=not show,
+                leave=False)
 
 
 @jax.jit

@@ -50,6 +50,7 @@ from bayesmtl.inference.tree_gibbs import (
     _noise,
     _scale_move,
     _stats,
+    _sweeps,
     _tree_moves,
 )
 from bayesmtl.inference.tree_mcmc import asdsf, clade_probabilities, mcc_tree
@@ -217,6 +218,7 @@ def tree_posterior(
     thin: int = 1,
     init: str = "random",
     scale_moves: int = 5,
+    progress_bar: bool | None = None,
 ) -> TreePosterior:
     """Sample the joint posterior over trees and parameters of the mean-sharing latent hierarchy.
 
@@ -243,6 +245,8 @@ def tree_posterior(
         Gaussian likelihood: rescalings of ``Lambda`` and of (tree times, ``Lambda``), each tried
         this many times per sweep with the weights integrated out (cheap: one message pass each);
         0 turns them off. They are what lets ``Lambda`` and the tree height mix on real data.
+    progress_bar : bool, optional
+        A progress bar per chain; by default shown unless the ``CI`` environment variable is set.
 
     Returns
     -------
@@ -271,7 +275,8 @@ def tree_posterior(
     k = data.n_tasks
     steps = max(3, k // 2) if tree_steps is None else int(tree_steps)
     cfg = {"likelihood": likelihood, "noise_scale": noise_scale}
-    cfg.update(s2=float(s2), root_var=float(root_var), scale_moves=int(scale_moves))
+    cfg.update(s2=float(s2), root_var=float(root_var), scale_moves=int(scale_moves),
+               progress_bar=progress_bar)
     t0 = time.perf_counter()
     seqs = np.random.SeedSequence(seed).spawn(num_chains)
     chains = []
@@ -279,8 +284,8 @@ def tree_posterior(
         for c in range(num_chains):
             chains.append(
                 _run_chain(
-                    np.random.default_rng(seqs[c]), data, cfg, num_warmup, num_samples, thin,
-                    steps, init,
+                    np.random.default_rng(seqs[c]), data, {**cfg, "chain": c}, num_warmup,
+                    num_samples, thin, steps, init,
                 )
             )  # fmt: skip
     runtime = time.perf_counter() - t0
@@ -335,7 +340,7 @@ def _run_chain(rng, data, cfg, n_warmup, n_samples, thin, steps, init):
     acc = {"time": 0, "exchange": 0, "spr": 0, "root": 0, "w": 0, "scale": 0}
     acc.update(collapsed_lambda=0, collapsed_height=0)
     scale_moves = cfg.get("scale_moves", 0) if gaussian else 0
-    for it in range(n_warmup + n_samples):
+    for it in _sweeps(n_warmup + n_samples, cfg):
         if gaussian:
             leaf = tuple(jnp.asarray(a) for a in leaf_evidence(xtx, xty, yty, n_rows, noise))
             lam_j = jnp.asarray(lam)
