@@ -61,7 +61,7 @@ def test_summary_has_the_mean_sharing_keys(fitted):
     assert s["objective"] == pytest.approx(res.objective[-1])
 
 
-def test_marginal_likelihood_is_the_dense_gaussian():
+def test_marginal_likelihood_and_weight_draws_are_the_dense_gaussian():
     rng = np.random.default_rng(0)
     k, d, noise = 3, 2, 0.7
     data = TaskData(X=rng.normal(size=(9, d)), y=rng.normal(size=9), task=[0] * 5 + [1] * 3 + [2])
@@ -70,8 +70,12 @@ def test_marginal_likelihood_is_the_dense_gaussian():
     with jax.enable_x64(True):
         st = [jnp.asarray(a) for a in task_statistics(data)]
         lp = np.asarray(gaussian_log_marginal(jnp.asarray(s), jnp.asarray(r), noise, *st))
-        z = rng.normal(size=(k, d))
         mean = np.asarray(weights_posterior(jnp.asarray(s), jnp.asarray(r), noise, st[0], st[1]))
+        # a draw is mean + A_t z_t: unit vectors z give A's columns, and A A' must be the
+        # posterior covariance
+        cols = np.stack([np.asarray(weights_posterior(jnp.asarray(s), jnp.asarray(r), noise, st[0],
+                                                      st[1], jnp.tile(np.eye(d)[j], (k, 1))))
+                         - mean for j in range(d)], -1)  # fmt: skip
     for t in range(k):
         x, y = data.X[data.task == t], data.y[data.task == t]
         sig = np.exp(s[t])[:, None] * (r + 1e-6 * np.eye(d)) * np.exp(s[t])[None, :]
@@ -81,7 +85,9 @@ def test_marginal_likelihood_is_the_dense_gaussian():
         assert lp[t] == pytest.approx(dense.logpdf(y), abs=1e-9)
         post_mean = sig @ x.T @ np.linalg.solve(x @ sig @ x.T + noise**2 * np.eye(len(y)), y)
         np.testing.assert_allclose(mean[t], post_mean, atol=1e-9)
-    del z
+        post_cov = sig - sig @ x.T @ np.linalg.solve(x @ sig @ x.T + noise**2 * np.eye(len(y)),
+                                                     x @ sig)
+        np.testing.assert_allclose(cols[t] @ cols[t].T, post_cov, atol=1e-9)
 
 
 def test_objective_is_the_documented_joint_density(fitted):
@@ -136,12 +142,31 @@ def test_centred_route_is_monotone_with_the_conditional_mode_of_lambda():
         assert f(res.Lambda + (e + e.T) / 2) < base
 
 
-def test_bernoulli_em_runs_and_is_monotone():
+def test_bernoulli_em_objective_is_the_documented_joint_density():
+    # at the returned point, against independent scipy pieces: IW(Sigma_R) + IW(Lambda)
+    # + N(Z; 0, I) for the non-centred log-scales + N(w_z; 0, I) + Kingman + Bernoulli log-pmf,
+    # with w_k = exp(S_k) * chol(R) w_z,k
     data, _ = two_scale_clades(seed=3, k=4, n=30, d=2)
-    labels = (data.y > 0).astype(float)
-    res = covariance_sharing_em(data.with_y(labels), likelihood="bernoulli", max_iter=4)
-    assert res.noise is None and res.W.shape == (4, 2)
-    assert np.all(np.diff(res.objective) >= 0) and np.all(np.isfinite(res.S))
+    data = data.with_y((data.y > 0).astype(float))
+    res = covariance_sharing_em(data, likelihood="bernoulli", max_iter=4)
+    assert res.noise is None and res.W.shape == (4, 2) and np.all(np.isfinite(res.S))
+    k, d = res.S.shape
+    with jax.enable_x64(True):
+        c = np.asarray(tree_covariance(res.tree, 1.0))
+    z = np.linalg.solve(np.linalg.cholesky(c), res.S)
+    z = np.linalg.solve(np.linalg.cholesky(res.Lambda), z.T).T
+    wz = np.linalg.solve(np.linalg.cholesky(res.R + 1e-6 * np.eye(d)), (res.W / np.exp(res.S)).T).T
+    m = k - np.arange(k - 1)
+    eta = np.sum(data.X * res.W[data.task], 1)
+    expected = (
+        stats.invwishart(d + 1, np.eye(d)).logpdf(res.Sigma_R)
+        + stats.invwishart(d + 1, np.eye(d)).logpdf(res.Lambda)
+        + stats.norm.logpdf(z).sum()
+        + stats.norm.logpdf(wz).sum()
+        - np.sum(m * (m - 1) / 2 * np.diff(np.asarray(res.tree.times), prepend=0.0))
+        + stats.bernoulli.logpmf(data.y, 1 / (1 + np.exp(-eta))).sum()
+    )
+    assert res.objective[-1] == pytest.approx(expected, abs=1e-6)
 
 
 def test_bad_input_raises_value_error():
