@@ -20,7 +20,7 @@ Each sweep (Metropolis-within-Gibbs, every step exact for its conditional):
    Keeping ``Lambda`` out of NUTS removes the funnel between the log-scales and their diffusion
    covariance from the gradient sampler.
 3. ``tree | S, Lambda``: ``tree_steps`` steps of `bayesmtl.inference.tree_mcmc.tree_mh_step` (node
-   times, narrow exchange, prune-and-regraft) with the Brownian likelihood of ``S`` (internal nodes
+   times, narrow exchange, prune-and-regraft, root time) with the Brownian likelihood of ``S`` (internal nodes
    marginalised by messages).
 4. a joint scale move on ``(times, Lambda) | S``: ``times -> c times``, ``Lambda -> Lambda / c``,
    ``log c ~ U(-0.5, 0.5)``, Jacobian ``c^(K-1-D(D+1)/2)``.

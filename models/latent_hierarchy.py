@@ -2,7 +2,7 @@
 
 Both models are conditioned on a given tree (``tree=``, a `~bayesmtl.models.coalescent.Tree` or the
 packed array a `KingmanCoalescent` draws); the tree itself is handled by the inference routine that
-owns it (`bayesmtl.inference.latent_hierarchy_em`). Given the tree the Brownian part is Gaussian:
+owns it (the EMs and tree samplers of `bayesmtl.inference`). Given the tree the Brownian part is Gaussian:
 leaf values follow ``MN(1 loc', C, Lambda)`` with ``C_kl = root_var + t_root - t_LCA(k, l)``
 (`~bayesmtl.models.coalescent.tree_covariance`), used here in non-centred form
 ``loc + chol(C) Z chol(Lambda)'`` with ``Z`` standard normal over the ``task`` and ``feature`` plates.
