@@ -57,8 +57,8 @@ from bayesmtl.inference.latent_hierarchy_cov_target import (
     weights_posterior,
     z_from_s,
 )
-from bayesmtl.inference.latent_hierarchy_em import check_inputs
-from bayesmtl.models.coalescent import Tree, clades, kingman_log_prob, to_newick
+from bayesmtl.inference.latent_hierarchy_em import check_inputs, em_summary
+from bayesmtl.models.coalescent import Tree, kingman_log_prob
 from jax.flatten_util import ravel_pytree
 from numpyro import handlers
 from numpyro.distributions.transforms import biject_to
@@ -107,14 +107,7 @@ class CovarianceEMResult(NamedTuple):
         """The dict the CLI writes to ``summary.json`` for ``--method em`` (the keys of
         `bayesmtl.inference.latent_hierarchy_em.EMResult.summary`): ``newick``, ``clades`` (task
         index lists, smallest first), ``objective``, ``n_iter``, ``converged``."""
-        cl = sorted(clades(self.tree), key=lambda c: (len(c), sorted(c)))
-        return {
-            "newick": to_newick(self.tree, names),
-            "clades": [sorted(int(i) for i in c) for c in cl],
-            "objective": float(self.objective[-1]),
-            "n_iter": int(self.n_iter),
-            "converged": bool(self.converged),
-        }
+        return em_summary(self, names)
 
 
 def covariance_sharing_em(
@@ -166,7 +159,7 @@ def covariance_sharing_em(
     >>> res.S.shape, bool((res.objective[1:] >= res.objective[:-1]).all())
     ((5, 2), True)
     """
-    check_inputs(data, likelihood, noise_scale, s2, root_var, greedy, min_duration, max_iter)
+    check_inputs(data, likelihood, noise_scale, s2, root_var, greedy, min_duration, max_iter, tol)
     with jax.enable_x64(True):
         return _run(
             data, likelihood, noise_scale, float(s2), float(root_var), greedy,

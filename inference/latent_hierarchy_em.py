@@ -61,14 +61,19 @@ class EMResult(NamedTuple):
         """The dict the CLI writes to ``summary.json`` for ``--method em``: the greedy-EM tree in
         Newick form, its clades (task index lists, smallest first), the final objective, the
         iterations run and the convergence flag."""
-        cl = sorted(clades(self.tree), key=lambda c: (len(c), sorted(c)))
-        return {
-            "newick": to_newick(self.tree, names),
-            "clades": [sorted(int(i) for i in c) for c in cl],
-            "objective": float(self.objective[-1]),
-            "n_iter": int(self.n_iter),
-            "converged": bool(self.converged),
-        }
+        return em_summary(self, names)
+
+
+def em_summary(res, names=None) -> dict:
+    """`EMResult.summary` for any result with ``tree``, ``objective``, ``n_iter``, ``converged``."""
+    cl = sorted(clades(res.tree), key=lambda c: (len(c), sorted(c)))
+    return {
+        "newick": to_newick(res.tree, names),
+        "clades": [sorted(int(i) for i in c) for c in cl],
+        "objective": float(res.objective[-1]),
+        "n_iter": int(res.n_iter),
+        "converged": bool(res.converged),
+    }
 
 
 def _loglik(w, x, y, task, noise, likelihood):
@@ -174,7 +179,8 @@ def _update_params(w, tree, s2, root_var):
     return mu0, 0.5 * (lam + lam.T)
 
 
-def check_inputs(data, likelihood, noise_scale, s2, root_var, greedy, min_duration, max_iter):
+def check_inputs(data, likelihood, noise_scale, s2, root_var, greedy, min_duration, max_iter,
+                 tol=0.0):
     """Input checks shared by the two latent-hierarchy EMs (clear errors naming the argument)."""
     if not isinstance(data, TaskData):
         raise ValueError(f"data: expected a TaskData, got {type(data).__name__}")  # noqa: TRY004
@@ -195,6 +201,8 @@ def check_inputs(data, likelihood, noise_scale, s2, root_var, greedy, min_durati
         raise ValueError(f"noise_scale: expected a positive number or None, got {noise_scale!r}")
     if isinstance(max_iter, bool) or not (isinstance(max_iter, int) and max_iter >= 1):
         raise ValueError(f"max_iter: expected a positive int, got {max_iter!r}")
+    if not (np.ndim(tol) == 0 and np.isfinite(tol) and tol >= 0):
+        raise ValueError(f"tol: expected a finite number >= 0, got {tol!r}")
 
 
 def latent_hierarchy_em(
@@ -242,7 +250,7 @@ def latent_hierarchy_em(
     >>> res.w.shape, bool((res.objective[1:] >= res.objective[:-1] - 1e-6).all())
     ((6, 2), True)
     """
-    check_inputs(data, likelihood, noise_scale, s2, root_var, greedy, min_duration, max_iter)
+    check_inputs(data, likelihood, noise_scale, s2, root_var, greedy, min_duration, max_iter, tol)
     with jax.enable_x64(True):
         return _run(
             data, likelihood, noise_scale, s2, root_var, greedy, min_duration, max_iter, tol

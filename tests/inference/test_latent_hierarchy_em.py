@@ -125,3 +125,8 @@ def test_bad_input_raises_value_error():
         latent_hierarchy_em(two, likelihood="bernoulli")
     with pytest.raises(ValueError, match="y"):
         latent_hierarchy_em(two.without_y())
+    for bad in (float("nan"), -1.0):
+        with pytest.raises(ValueError, match="tol"):
+            latent_hierarchy_em(two, tol=bad)
+    with pytest.raises(ValueError, match="max_iter"):
+        latent_hierarchy_em(two, max_iter=True)
