@@ -141,7 +141,8 @@ def test_radon_and_grunfeld_loaders():
 
 def test_linnerud_is_shared_input_multioutput():
     from bayesmtl.data import to_multioutput
-    from sklearn.datasets import load_linnerud as sk
+
+    sk = pytest.importorskip("sklearn.datasets").load_linnerud
 
     d = load_linnerud()
     assert (d.n, d.n_tasks, d.n_features) == (60, 3, 3)
