@@ -202,11 +202,15 @@ def test_held_out_accuracy_at_least_matches_per_task_logistic_regression(fit, si
     # standard error sqrt(#disagreements) / n under "equally good"
     n = right_vem.size
     se = np.sqrt(np.sum(right_vem != right_l2)) / n
-    bayes = np.mean(((test.X @ truth["W"].T + truth["mu"]) > 0) == test.Y)
     # measured: VEM 0.8035, L2 0.8006, se 0.0016, Bayes rule 0.8099; over seeds 0-9 VEM (Laplace)
     # was ahead on all 10 (paired z 0.7 to 3.3)
     assert right_vem.mean() > right_l2.mean() - 2 * se, (right_vem.mean(), right_l2.mean(), se)
-    assert right_vem.mean() <= bayes + 3 * np.sqrt(0.25 / n)  # a sanity ceiling: the true f
+    # the weights themselves: relative error of the posterior mean against the true W (measured
+    # 0.116, per-task L2 logistic 0.195); shrinking the two switched-off blocks is what wins
+    w_true = np.asarray(truth["W"])
+    w_l2 = np.stack([_logistic_l2(train.X, train.Y[:, p])[1:] for p in range(P)])
+    rel = [np.linalg.norm(w - w_true) / np.linalg.norm(w_true) for w in (fit.W_mean, w_l2)]
+    assert rel[0] < 0.2 and rel[0] < rel[1], rel
 
 
 def test_bad_inputs_raise(sim):
