@@ -259,6 +259,6 @@ def simulate(
         Y = F + eps
     gamma = np.where(active, block_scale**-2, np.inf)
     data = MultiOutputData(X=X, Y=Y, feature_blocks=blocks)
-    truth = {"W": W, "V": V, "tau": tau, "task_cov": C, "active": active, "gamma": gamma, "mu": mu, "Sigma": Sigma,
-                 "blocks": blocks}
+    truth = {"W": W, "V": V, "tau": tau, "task_cov": C, "active": active, "gamma": gamma, "mu": mu,
+             "Sigma": Sigma, "blocks": blocks}
     return data, truth

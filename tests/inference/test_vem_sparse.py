@@ -50,7 +50,7 @@ def test_recovers_block_support_and_weights(sim, fit):
     _, truth = sim
     np.testing.assert_array_equal(active_blocks(fit.gamma_mean), truth["active"])
     assert np.linalg.norm(fit.W_mean - truth["W"]) / np.linalg.norm(truth["W"]) < 0.15
-    # noise covariance: relative Frobenius error of a 5x5 covariance from 80 rows is ~ 0.2
+    # noise covariance: relative Frobenius error of a 4x4 covariance from 60 rows is ~ 0.2
     assert np.linalg.norm(fit.Sigma - truth["Sigma"]) / np.linalg.norm(truth["Sigma"]) < 0.4
 
 
