@@ -135,6 +135,7 @@ def fit_and_write(spec, data, args, out_dir: Path, *, data_label: str) -> dict:
 
     import arviz as az
 
+    from bayesmtl.data import TaskData
     from bayesmtl.inference import DiagnosticsWarning, diagnose, fit
     from bayesmtl.inference.plots import save_fit_plots
     from bayesmtl.runners import add_memberships, run_method
@@ -145,6 +146,8 @@ def fit_and_write(spec, data, args, out_dir: Path, *, data_label: str) -> dict:
 
         if not isinstance(data, MultiOutputData):
             data = to_multioutput(data)
+    elif not isinstance(data, TaskData):  # shared-input data for a per-task model: flat rows
+        data = data.to_taskdata()
     settings = _settings(args)
     if settings["method"] is None:
         settings["method"] = spec.methods[0]
@@ -152,6 +155,9 @@ def fit_and_write(spec, data, args, out_dir: Path, *, data_label: str) -> dict:
         raise CLIError(f"--method: {spec.name} supports {spec.methods}, not {settings['method']!r}")
     if settings["method"] not in ("nuts", "svi"):
         extra = run_method(settings["method"], spec, data, kw, args, out_dir)
+        if getattr(args, "strict", False) and extra.get("gate") == "fail":
+            raise CLIError(f"--strict: the {settings['method']} fit did not pass its gate "
+                           "(not converged, or ASDSF / R-hat too high)")
         summary = {"model": spec.name, "data": data_label, "model_kwargs": kw, "seed": args.seed,
                    "n_obs": data.n, "n_tasks": data.n_tasks, "n_features": data.n_features,
                    **extra}
@@ -213,7 +219,6 @@ def fit_and_write(spec, data, args, out_dir: Path, *, data_label: str) -> dict:
 # --------------------------------------------------------------------------- commands
 def cmd_list(args) -> int:
     from bayesmtl.data.datasets import DESCRIPTIONS
-    from bayesmtl.inference.fit import METHODS
     from bayesmtl.registry import MODELS
 
     print("models:")
@@ -223,9 +228,9 @@ def cmd_list(args) -> int:
     for name, d in DESCRIPTIONS.items():
         print(f"  {name:24s} {d}")
     print("  synthetic:<model>?tasks=K&per_task=N&features=D&seed=S")
-    print("methods:")
-    for m in METHODS:
-        print(f"  {m}")
+    print("methods, by model:")
+    for name, s in MODELS.items():
+        print(f"  {name:24s} {', '.join(s.methods)}")
     return 0
 
 
@@ -281,11 +286,16 @@ def _compare_into(names, data, args, tmp: Path, data_label: str) -> tuple[dict, 
     for spec in specs:
         if not {"nuts", "svi"} & set(spec.methods):
             raise CLIError(f"--models: {spec.name} has no NUTS/SVI fit, so no PSIS-LOO to compare")
+    if args.method not in (None, "nuts", "svi"):
+        raise CLIError(f"--method: compare needs posterior draws (nuts or svi), not {args.method!r}")
     results, summaries = {}, {}
     for spec in specs:
         sub = tmp / spec.name
         sub.mkdir()
-        s = fit_and_write(spec, data, args, sub, data_label=data_label)
+        # PSIS-LOO needs draws: NUTS unless --method svi (a model's own first method may be eb/vem)
+        method = args.method or ("nuts" if "nuts" in spec.methods else "svi")
+        s = fit_and_write(spec, data, argparse.Namespace(**{**vars(args), "method": method}), sub,
+                          data_label=data_label)
         results[spec.name] = s.pop("_result")
         summaries[spec.name] = s
     table = compare(results)

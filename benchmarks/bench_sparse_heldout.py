@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np
 from bayesmtl.data import load_linnerud, to_multioutput
-from bayesmtl.data.multioutput import load_grunfeld_sur
+from bayesmtl.data.multioutput import MultiOutputData, load_grunfeld_sur
 from bayesmtl.data.taskdata import TaskData
 from bayesmtl.inference.vem_sparse import active_blocks, fit_vem_sparse
 from bench_sparse_mtl import f1, ridge_predict, synthetic  # also configures JAX (1 host device)
@@ -105,28 +105,36 @@ def _corr(c):
 
 
 def bench_linnerud(num_samples):
-    d = to_multioutput(load_linnerud())
-    n = d.n
-    preds = {k: np.zeros_like(d.Y) for k in
+    raw = to_multioutput(load_linnerud(standardize=False))
+    n = raw.n
+    preds = {k: np.zeros_like(raw.Y) for k in
              ("VEM rank 1, diag Sigma", "VEM rank 1, full Sigma", "hierarchical (NUTS)",
               "ridge lambda=1", "training mean")}
     t_h = 0.0
     for i in range(n):
         keep = np.setdiff1d(np.arange(n), [i])
-        tr, x = d.subset(keep), d.X[i : i + 1]
+        # standardise with the 19 training men only (the held-out man must not shape the scale)
+        mx, sx = raw.X[keep].mean(0), raw.X[keep].std(0, ddof=1)
+        my, sy = raw.Y[keep].mean(0), raw.Y[keep].std(0, ddof=1)
+        tr = MultiOutputData(X=(raw.X[keep] - mx) / sx, Y=(raw.Y[keep] - my) / sy)
+        x = (raw.X[i : i + 1] - mx) / sx
         for noise in ("diag", "full"):
             r = fit_vem_sparse(tr, rank=1, prior="laplace", noise=noise, max_iter=1000)
             preds[f"VEM rank 1, {noise} Sigma"][i] = (x @ r.W_mean.T + r.mu)[0]
-        ph, dt, _ = hierarchical_predict(tr.to_taskdata(), [x] * d.n_tasks, num_samples, seed=i)
+        ph, dt, _ = hierarchical_predict(tr.to_taskdata(), [x] * raw.n_tasks, num_samples, seed=i)
         preds["hierarchical (NUTS)"][i], t_h = ph[0], t_h + dt
         preds["ridge lambda=1"][i] = ridge_predict(tr.X, tr.Y, x)[0]
         preds["training mean"][i] = tr.Y.mean(0)
-    print(f"Linnerud, leave-one-man-out MSE over the 3 standardised outputs (hierarchical: "
+        for v in preds.values():  # back to raw units
+            v[i] = v[i] * sy + my
+    print(f"Linnerud, leave-one-man-out MSE / variance of each output, standardised within each "
+          f"fold on the 19 training men (hierarchical: "
           f"{t_h:.0f} s for 20 refits):")
     for k, p in preds.items():
-        per = np.mean((p - d.Y) ** 2, 0)
+        per = np.mean((p - raw.Y) ** 2, 0) / raw.Y.var(0, ddof=1)
         print(f"  {k:24s} {np.mean(per):.3f}  (" + ", ".join(
-            f"{t} {v:.3f}" for t, v in zip(d.task_names, per)) + ")")
+            f"{t} {v:.3f}" for t, v in zip(raw.task_names, per)) + ")")
+    d = to_multioutput(load_linnerud())
     r = fit_vem_sparse(d, rank=1, prior="laplace", noise="full", max_iter=1000)
     print("  VEM on all 20 men (rank 1, full Sigma): E[gamma] per exercise "
           + ", ".join(f"{f} {g:.3g}" for f, g in zip(d.feature_names, r.gamma_mean))

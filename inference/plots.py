@@ -164,13 +164,13 @@ def plot_membership(probabilities, path: str | Path | None = None, task_names=No
     return fig
 
 
-def plot_evidence_trace(trace, path: str | Path | None = None):
-    """Log evidence (or any objective) against EM iteration."""
+def plot_evidence_trace(trace, path: str | Path | None = None, *, ylabel: str = "log evidence"):
+    """Log evidence (or any objective, named by ``ylabel``) against EM iteration."""
     plt = _mpl()
     fig, ax = plt.subplots(figsize=(4.5, 3))
     ax.plot(np.asarray(trace), marker=".", ms=3)
     ax.set_xlabel("EM iteration")
-    ax.set_ylabel("log evidence")
+    ax.set_ylabel(ylabel)
     fig.tight_layout()
     if path is not None:
         fig.savefig(str(path), dpi=110)

@@ -89,6 +89,15 @@ def test_compare_writes_table(tmp_path):
     assert (out / "compare.png").exists() and (out / "pooled" / "summary.json").exists()
 
 
+def test_compare_refuses_a_method_without_draws(tmp_path, capsys):
+    """compare needs posterior draws: --method eb (or em, mcmc, vem) is a clear error, not a
+    KeyError from deep inside (models whose own first method is vem are fitted by NUTS)."""
+    spec = "synthetic:hierarchical?tasks=4&per_task=8&seed=2"
+    assert run("compare", "--models", "pooled,clustering", "--method", "eb", "--data", spec,
+               "--out", tmp_path / "bad") == 2
+    assert "--method: compare needs posterior draws" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
