@@ -157,6 +157,8 @@ def test_nuts_starts_a_hierarchy_over_many_features():
     res = fit(H.hierarchical, data, num_chains=1, num_warmup=5, num_samples=5, seed=0,
               progress_bar=False, posterior_predictive=False)
     assert np.all(np.isfinite(res.samples["mu"])) and np.all(np.isfinite(res.samples["L"]))
+    # and the chain moves (a chain stuck at a singular start also has finite draws)
+    assert np.ptp(res.samples["mu"], axis=(0, 1)).min() > 0
 
 
 def test_start_keeps_a_51_dim_correlation_factor_well_conditioned():
