@@ -10,9 +10,11 @@ for its conditional:
   proposal is the Laplace approximation at the conditional mode;
 * ``_lam_mu0``: the conjugate ``(Lambda, mu0) | W, tree`` from the message sufficient statistics;
 * ``_noise``: ``noise^2 | W, y ~ GIG((1-n)/2, 1, SSR)`` under a ``HalfNormal(1)`` noise prior;
-* ``_scale_move``: the joint rescaling of merge times and ``Lambda`` given ``W``;
-* ``_collapsed_scale_moves``: rescalings of ``Lambda`` and of (times, ``Lambda``) with ``W`` and
-  ``mu0`` integrated (Gaussian likelihood);
+* ``_scale_move``: the joint rescaling of merge times and ``Lambda`` (and of a learnt leaf
+  variance) given ``W``;
+* ``_collapsed_scale_moves``: rescalings of ``Lambda``, of (times, ``Lambda``) and of a learnt
+  leaf variance with ``W`` and ``mu0`` integrated (Gaussian likelihood);
+* ``_scale_mh``: the log-scale random-walk Metropolis-Hastings step behind all of them;
 * ``_tree_moves``: ``tree_steps`` steps of `bayesmtl.inference.tree_mcmc.tree_mh_step`;
 * ``_kingman_draw`` / ``_init``: starting trees and weights.
 
@@ -32,7 +34,7 @@ from bayesmtl.models.coalescent import (
     tree_covariance,
     upward_messages,
 )
-from bayesmtl.models.latent_hierarchy import mean_sharing_log_evidence
+from bayesmtl.models.latent_hierarchy import LEAF_VAR_PRIOR_SCALE, mean_sharing_log_evidence
 from scipy import stats
 from tqdm.auto import tqdm
 
@@ -51,19 +53,21 @@ def _sweeps(total: int, cfg: dict):
 
 
 @jax.jit
-def _brown(merges, times, x, root_var):
-    return brownian_log_likelihood(Tree(merges, times), x, root_var=root_var)
+def _brown(merges, times, x, root_var, leaf_var=0.0):
+    return brownian_log_likelihood(Tree(merges, times), x, root_var=root_var, leaf_var=leaf_var)
 
 
 @jax.jit
-def _collapsed(merges, times, leaf_j, leaf_h, leaf_g, lam, root_var):
-    return mean_sharing_log_evidence(Tree(merges, times), leaf_j, leaf_h, leaf_g, lam, root_var)
+def _collapsed(merges, times, leaf_j, leaf_h, leaf_g, lam, root_var, leaf_var=0.0):
+    return mean_sharing_log_evidence(
+        Tree(merges, times), leaf_j, leaf_h, leaf_g, lam, root_var, leaf_var
+    )
 
 
 @jax.jit
-def _cov_and_messages(merges, times, w, root_var):
+def _cov_and_messages(merges, times, w, root_var, leaf_var=0.0):
     tree = Tree(merges, times)
-    return tree_covariance(tree, root_var), upward_messages(tree, w)
+    return tree_covariance(tree, root_var, leaf_var), upward_messages(tree, w, leaf_var)
 
 
 def _stats(data):
@@ -175,55 +179,6 @@ def _draw_w_bernoulli(rng, w, c, lam, mu0, data):
     return w, False
 
 
-def _scale_target(kingman_and_brown_white, lam, mu0, s2, k):
-    """Terms of the log joint that change under the scale move (given the whitened Brownian)."""
-    d = lam.shape[0]
-    _, logdet = np.linalg.slogdet(lam)
-    inv = np.linalg.inv(lam)
-    return (
-        kingman_and_brown_white
-        - 0.5 * (k + 1 + (d + 1) + d + 1) * logdet
-        - 0.5 * mu0 @ inv @ mu0
-        - 0.5 * s2 * np.trace(inv)
-    )
-
-
-def _tree_target(tree, w, mu0, lam, root_var):
-    """Kingman + whitened Brownian log density of the weights (``Lambda`` terms apart)."""
-    k = w.shape[0]
-    xw = np.linalg.solve(np.linalg.cholesky(lam), (w - mu0).T).T
-    m = k - np.arange(k - 1)
-    kingman = -np.sum(m * (m - 1) / 2.0 * np.diff(np.asarray(tree.times), prepend=0.0))
-    return kingman + float(_brown(tree.merges, tree.times, jnp.asarray(xw), root_var))
-
-
-def _scale_move(rng, tree, w, mu0, lam, s2, root_var, step=0.5):
-    k, d = w.shape
-    cur_tree_target = _tree_target(tree, w, mu0, lam, root_var)
-    eps = rng.uniform(-step, step)
-    c = np.exp(eps)
-    tree2 = Tree(tree.merges, np.asarray(tree.times) * c)
-    lam2 = lam / c
-    xw2 = np.linalg.solve(np.linalg.cholesky(lam2), (w - mu0).T).T
-    kingman2 = -np.sum(
-        (k - np.arange(k - 1))
-        * (k - np.arange(k - 1) - 1)
-        / 2.0
-        * np.diff(tree2.times, prepend=0.0)
-    )
-    new_tree_target = kingman2 + float(
-        _brown(tree2.merges, tree2.times, jnp.asarray(xw2), root_var)
-    )
-    log_a = (
-        _scale_target(new_tree_target, lam2, mu0, s2, k)
-        - _scale_target(cur_tree_target, lam, mu0, s2, k)
-        + (k - 1 - d * (d + 1) / 2) * eps
-    )
-    if np.log(rng.uniform()) < log_a:
-        return tree2, lam2, True
-    return tree, lam, False
-
-
 def _kingman_log_prob(times, k):
     m = k - np.arange(k - 1)
     return -float(np.sum(m * (m - 1) / 2.0 * np.diff(np.asarray(times), prepend=0.0)))
@@ -235,38 +190,103 @@ def _iw_log_prob(lam, s2):
     return -0.5 * (2 * d + 2) * np.linalg.slogdet(lam)[1] - 0.5 * s2 * np.trace(np.linalg.inv(lam))
 
 
-def _collapsed_scale_moves(rng, tree, lam, leaf, s2, root_var, n_moves, acc, step=0.5):
-    """Metropolis-Hastings on ``(tree times, Lambda) | noise, y`` with ``W`` and ``mu0`` integrated.
+def _leaf_var_log_prior(leaf_var):
+    """``log HalfCauchy(leaf_var; LEAF_VAR_PRIOR_SCALE)``: the prior of a learnt leaf variance."""
+    return float(stats.halfcauchy.logpdf(leaf_var, scale=LEAF_VAR_PRIOR_SCALE))
 
-    Two moves, ``n_moves`` times each: ``Lambda -> c Lambda`` (Jacobian ``c^(D(D+1)/2)``) and
-    ``(times, Lambda) -> (c times, Lambda / c)`` (Jacobian ``c^(K-1-D(D+1)/2)``), ``log c ~ U(-step,
-    step)``, on the target Kingman x IW x `mean_sharing_log_evidence`. With ``W`` integrated they cross
-    the ridges between the overall scale of ``Lambda``, the tree height and the spread of the weights
+
+def _free_size(x) -> float:
+    """Number of free entries: ``D(D+1)/2`` for a ``(D, D)`` symmetric matrix, else the size."""
+    x = np.asarray(x)
+    if x.ndim == 2 and x.shape[0] == x.shape[1]:
+        return x.shape[0] * (x.shape[0] + 1) / 2
+    return float(x.size)
+
+
+def _scale_mh(rng, target, state, moves, acc, step=0.5):
+    """Random-walk Metropolis-Hastings on log scales, shared by the samplers' rescaling moves.
+
+    ``state`` is a tuple of arrays (square ones are symmetric matrices), ``target(*state)`` its log
+    density, and each of ``moves`` a ``(name, powers)`` pair: with ``log c ~ U(-step, step)`` the
+    move multiplies ``state[i]`` by ``c ** powers[i]`` (a power 0 leaves it alone). The Jacobian is
+    ``c ** sum_i powers[i] * n_i`` with ``n_i`` the free entries of ``state[i]`` (``D(D+1)/2`` for
+    a symmetric matrix). Accepted moves are counted in ``acc[name]``. Returns the new state.
+    """
+    cur = target(*state)
+    for name, powers in moves:
+        eps = rng.uniform(-step, step)
+        prop = tuple(x if p == 0 else x * np.exp(p * eps) for x, p in zip(state, powers))
+        jac = eps * sum(p * _free_size(x) for x, p in zip(state, powers))
+        new = target(*prop)
+        if np.log(rng.uniform()) < new - cur + jac:
+            state, cur = prop, new
+            acc[name] = acc.get(name, 0) + 1
+    return state
+
+
+def _given_w_target(merges, w, mu0, s2, root_var, learn_leaf):
+    """Log joint of (times, ``Lambda``, ``leaf_var``) given ``W`` and ``mu0``: Kingman, Brownian
+    density of ``W``, ``mu0 | Lambda``, ``IW`` prior (and the leaf-variance prior when learnt)."""
+    k, d = w.shape
+
+    def target(times, lam, leaf_var):
+        chol = np.linalg.cholesky(lam)
+        xw = np.linalg.solve(chol, (w - mu0).T).T  # whitened: Lambda's terms added below
+        logdet = 2 * np.sum(np.log(np.diag(chol)))
+        brown = float(_brown(merges, jnp.asarray(times), jnp.asarray(xw), root_var, leaf_var))
+        z = np.linalg.solve(chol, mu0)
+        lp = (_kingman_log_prob(times, k) + brown - 0.5 * (k + 1) * logdet - 0.5 * z @ z
+              + _iw_log_prob(lam, s2))  # fmt: skip
+        return lp + (_leaf_var_log_prior(float(leaf_var)) if learn_leaf else 0.0)
+
+    return target
+
+
+def _scale_move(rng, tree, w, mu0, lam, s2, root_var, leaf_var=0.0, learn_leaf=False, acc=None):
+    """``(times, leaf_var, Lambda) -> (c times, c leaf_var, Lambda / c)`` given ``W`` and ``mu0``
+    (``leaf_var`` only when learnt), plus ``leaf_var -> c leaf_var`` when learnt. The leaf
+    covariance ``(C + leaf_var I) (x) Lambda`` is nearly invariant along the first, which Gibbs
+    steps cross slowly. Returns ``(tree, Lambda, leaf_var)``."""
+    acc = {} if acc is None else acc
+    target = _given_w_target(tree.merges, w, mu0, s2, root_var, learn_leaf)
+    moves = [("scale", (1, -1, 1 if learn_leaf else 0))]
+    if learn_leaf:
+        moves.append(("leaf", (0, 0, 1)))
+    state = (np.asarray(tree.times, float), np.asarray(lam, float), np.asarray(float(leaf_var)))
+    times, lam, leaf_var = _scale_mh(rng, target, state, moves, acc)
+    return Tree(tree.merges, times), lam, float(leaf_var)
+
+
+def _collapsed_scale_moves(rng, tree, lam, leaf, s2, root_var, n_moves, acc, leaf_var=0.0,
+                           learn_leaf=False):  # fmt: skip
+    """Metropolis-Hastings on ``(tree times, Lambda, leaf_var) | noise, y`` with ``W`` and ``mu0``
+    integrated (Gaussian likelihood).
+
+    ``n_moves`` rounds of: ``Lambda -> c Lambda`` and ``(times, leaf_var, Lambda) -> (c times,
+    c leaf_var, Lambda / c)`` (``leaf_var`` only when learnt), and, when it is learnt,
+    ``leaf_var -> c leaf_var``; ``log c ~ U(-0.5, 0.5)``, Jacobians from `_scale_mh`, on the target
+    Kingman x IW (x HalfCauchy) x `mean_sharing_log_evidence`. With ``W`` integrated they cross the
+    ridges between the overall scale of ``Lambda``, the tree height and the spread of the weights
     that the conditional steps (``Lambda | W``, the scale move given ``W``) cross only slowly.
+    Returns ``(tree, Lambda, leaf_var)``.
     """
     k = tree.merges.shape[0] + 1
-    d = lam.shape[0]
-    half = d * (d + 1) / 2
 
-    def target(times, lam):
-        ll = float(_collapsed(tree.merges, jnp.asarray(times), *leaf, jnp.asarray(lam), root_var))
-        return ll + _kingman_log_prob(times, k) + _iw_log_prob(lam, s2)
+    def target(times, lam, lv):
+        ll = float(_collapsed(tree.merges, jnp.asarray(times), *leaf, jnp.asarray(lam), root_var,
+                              float(lv)))  # fmt: skip
+        lp = ll + _kingman_log_prob(times, k) + _iw_log_prob(lam, s2)
+        return lp + (_leaf_var_log_prior(float(lv)) if learn_leaf else 0.0)
 
-    times = np.asarray(tree.times, float)
-    cur = target(times, lam)
+    moves = [("collapsed_lambda", (0, 1, 0)),
+             ("collapsed_height", (1, -1, 1 if learn_leaf else 0))]  # fmt: skip
+    if learn_leaf:
+        moves.append(("collapsed_leaf", (0, 0, 1)))
+    state = (np.asarray(tree.times, float), np.asarray(lam, float), np.asarray(float(leaf_var)))
     for _ in range(n_moves):
-        for move in ("lambda", "height"):
-            eps = rng.uniform(-step, step)
-            c = np.exp(eps)
-            if move == "lambda":
-                t2, lam2, jac = times, lam * c, half * eps
-            else:
-                t2, lam2, jac = times * c, lam / c, (k - 1 - half) * eps
-            new = target(t2, lam2)
-            if np.log(rng.uniform()) < new - cur + jac:
-                times, lam, cur = t2, lam2, new
-                acc[f"collapsed_{move}"] += 1
-    return Tree(tree.merges, times), lam
+        state = _scale_mh(rng, target, state, moves, acc)
+    times, lam, lv = state
+    return Tree(tree.merges, times), lam, float(lv)
 
 
 def _init(rng, data, cfg, xtx, xty, init):
@@ -300,10 +320,10 @@ def _kingman_draw(rng, k):
     return Tree(np.asarray(merges, np.int32), np.asarray(times))
 
 
-def _lam_mu0(rng, tree, w, s2, root_var):
+def _lam_mu0(rng, tree, w, s2, root_var, leaf_var=0.0):
     """Exact draw of ``(Lambda, mu0) | W, tree`` from the message sufficient statistics."""
     k, d = w.shape
-    _, msg = _cov_and_messages(tree.merges, tree.times, jnp.asarray(w), root_var)
+    _, msg = _cov_and_messages(tree.merges, tree.times, jnp.asarray(w), root_var, leaf_var)
     diff, spread = np.asarray(msg.diff), np.asarray(msg.spread)
     m_root, s_root = np.asarray(msg.mean)[-1], float(np.asarray(msg.var)[-1]) + root_var
     scatter = (diff / spread[:, None]).T @ diff + np.outer(m_root, m_root) / (1 + s_root)

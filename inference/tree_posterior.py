@@ -23,6 +23,11 @@ Each sweep of the sampler (Metropolis-within-Gibbs, every step exact for its con
    with ``log c ~ U(-0.5, 0.5)`` (Jacobian ``c^(K-1-D(D+1)/2)``). The leaf covariance
    ``C (x) Lambda`` is nearly invariant along this ridge, which Gibbs steps cross slowly.
 
+With ``leaf_var=None`` (an extension: every leaf's branch lengthened by a learnt ``leaf_var ~
+HalfCauchy(1)``, so ``C -> C + leaf_var I``) the scale moves also rescale ``leaf_var`` with the
+times, and a log-scale random walk on ``leaf_var`` alone joins them (W integrated for the Gaussian
+likelihood, given W for the Bernoulli one).
+
 Several chains start from independent Kingman trees; tree convergence is the ASDSF between chains
 (`bayesmtl.inference.tree_mcmc.asdsf`), continuous convergence ArviZ's R-hat. The conditional draws
 and moves live in `bayesmtl.inference.tree_gibbs`.
@@ -79,7 +84,7 @@ class TreePosterior:
         ``trees[c][s]``: draw ``s`` of chain ``c``.
     samples : dict
         Mean sharing: ``w (chain, draw, K, D)``, ``mu0``, ``Lambda``, ``noise`` (Gaussian, when
-        sampled) and ``tree_height`` (the root time). Covariance sharing: ``log_scale``, ``R``,
+        sampled), ``leaf_var`` (when learnt) and ``tree_height`` (the root time). Covariance sharing: ``log_scale``, ``R``,
         ``Lambda``, ``w``, ``noise`` (when sampled), ``tree_height``.
     idata : xarray.DataTree
         ArviZ DataTree of ``samples`` (dims ``task``, ``feature``, ``feature_bis``).
@@ -131,7 +136,9 @@ class TreePosterior:
         return mcc_tree(self.all_trees, probabilities=self.clade_probabilities())
 
     def similarity(self, *, correlation: bool = False) -> np.ndarray:
-        """Posterior task similarity ``E[C]`` ``(K, K)`` (or the matching correlation matrix)."""
+        """Posterior task similarity ``E[C]`` ``(K, K)`` (or the matching correlation matrix).
+
+        ``C`` includes the leaf variance on its diagonal when the model has one."""
         ts = self.all_trees
         with jax.enable_x64(True):
             c = np.asarray(
@@ -141,6 +148,10 @@ class TreePosterior:
                     float(self.root_var),
                 )
             )
+        if "leaf_var" in self.samples:
+            c = c + float(np.mean(self.samples["leaf_var"])) * np.eye(len(c))
+        elif self.extra.get("leaf_var"):
+            c = c + float(self.extra["leaf_var"]) * np.eye(len(c))
         if correlation:
             s = np.sqrt(np.diag(c))
             c = c / s[:, None] / s[None, :]
@@ -218,6 +229,7 @@ def tree_posterior(
     thin: int = 1,
     init: str = "random",
     scale_moves: int = 5,
+    leaf_var: float | None = 0.0,
     progress_bar: bool | None = None,
 ) -> TreePosterior:
     """Sample the joint posterior over trees and parameters of the mean-sharing latent hierarchy.
@@ -245,6 +257,11 @@ def tree_posterior(
         Gaussian likelihood: rescalings of ``Lambda`` and of (tree times, ``Lambda``), each tried
         this many times per sweep with the weights integrated out (cheap: one message pass each);
         0 turns them off. They are what lets ``Lambda`` and the tree height mix on real data.
+    leaf_var : float or None
+        Extra length of every leaf's branch (`~bayesmtl.models.latent_hierarchy.mean_sharing`):
+        0, the paper's model, by default; ``None`` learns it under a ``HalfCauchy(1)`` prior
+        (sampled with the scale moves; ``samples["leaf_var"]``), which lets the posterior fall
+        back on the flat hierarchy when the tasks show no tree.
     progress_bar : bool, optional
         A progress bar per chain; by default shown unless the ``CI`` environment variable is set.
 
@@ -272,11 +289,16 @@ def tree_posterior(
     if tree_steps is not None:
         ints["tree_steps"] = (tree_steps, 0)
     _check(data, likelihood, noise_scale, s2, root_var, ints, init)
+    if leaf_var is not None and (
+        isinstance(leaf_var, bool) or not (np.ndim(leaf_var) == 0 and np.isfinite(leaf_var)
+                                           and leaf_var >= 0)
+    ):  # fmt: skip
+        raise ValueError(f"leaf_var: expected None or a finite number >= 0, got {leaf_var!r}")
     k = data.n_tasks
     steps = max(3, k // 2) if tree_steps is None else int(tree_steps)
     cfg = {"likelihood": likelihood, "noise_scale": noise_scale}
     cfg.update(s2=float(s2), root_var=float(root_var), scale_moves=int(scale_moves),
-               progress_bar=progress_bar)
+               progress_bar=progress_bar, leaf_var=None if leaf_var is None else float(leaf_var))
     t0 = time.perf_counter()
     seqs = np.random.SeedSequence(seed).spawn(num_chains)
     chains = []
@@ -300,7 +322,8 @@ def tree_posterior(
         root_var=float(root_var),
         task_names=data.task_names,
         runtime_s=runtime,
-        extra={"noise_scale": noise_scale, "tree_steps": steps, "scale_moves": int(scale_moves)},
+        extra={"noise_scale": noise_scale, "tree_steps": steps, "scale_moves": int(scale_moves),
+               "leaf_var": leaf_var},  # fmt: skip
     )
 
 
@@ -326,6 +349,8 @@ def _run_chain(rng, data, cfg, n_warmup, n_samples, thin, steps, init):
     (Lambda, mu0) | W, tree -> tree | W, mu0, Lambda (messages) -> scale move."""
     k, d = data.n_tasks, data.n_features
     lik, root_var, s2 = cfg["likelihood"], cfg["root_var"], cfg["s2"]
+    learn_leaf = cfg.get("leaf_var", 0.0) is None
+    lv = 1.0 if learn_leaf else float(cfg.get("leaf_var", 0.0))  # HalfCauchy(1)'s median
     gaussian = lik == "gaussian" or data.y is None
     xtx, xty = _stats(data)
     if data.y is None:
@@ -336,56 +361,60 @@ def _run_chain(rng, data, cfg, n_warmup, n_samples, thin, steps, init):
     noise = 1.0 if cfg["noise_scale"] is None else float(cfg["noise_scale"])
     sample_noise = lik == "gaussian" and cfg["noise_scale"] is None
     mu0, lam = w.mean(0), s2 * np.eye(d)
-    trees, draws = [], {n: [] for n in ("w", "mu0", "Lambda", "noise", "tree_height")}
-    acc = {"time": 0, "exchange": 0, "spr": 0, "root": 0, "w": 0, "scale": 0}
-    acc.update(collapsed_lambda=0, collapsed_height=0)
+    names = ("w", "mu0", "Lambda", "noise", "leaf_var", "tree_height")
+    trees, draws = [], {n: [] for n in names}
+    acc = {"time": 0, "exchange": 0, "spr": 0, "root": 0, "w": 0, "scale": 0, "leaf": 0}
+    acc.update(collapsed_lambda=0, collapsed_height=0, collapsed_leaf=0)
     scale_moves = cfg.get("scale_moves", 0) if gaussian else 0
     for it in _sweeps(n_warmup + n_samples, cfg):
         if gaussian:
             leaf = tuple(jnp.asarray(a) for a in leaf_evidence(xtx, xty, yty, n_rows, noise))
             lam_j = jnp.asarray(lam)
 
-            def loglik(tr, leaf=leaf, lam_j=lam_j):
-                return float(_collapsed(tr.merges, tr.times, *leaf, lam_j, root_var))
+            def loglik(tr, leaf=leaf, lam_j=lam_j, lv=lv):
+                return float(_collapsed(tr.merges, tr.times, *leaf, lam_j, root_var, lv))
 
             tree = _tree_moves(rng, tree, loglik, steps, acc)
             if scale_moves:
-                tree, lam = _collapsed_scale_moves(rng, tree, lam, leaf, s2, root_var,
-                                                   scale_moves, acc)
-            c, _ = _cov_and_messages(tree.merges, tree.times, jnp.asarray(w), root_var)
+                tree, lam, lv = _collapsed_scale_moves(rng, tree, lam, leaf, s2, root_var,
+                                                       scale_moves, acc, lv, learn_leaf)
+            c, _ = _cov_and_messages(tree.merges, tree.times, jnp.asarray(w), root_var, lv)
             w = _draw_w_gaussian(rng, c + 1.0, lam, np.zeros(d), xtx, xty, noise)
             acc["w"] += 1
-            lam, mu0 = _lam_mu0(rng, tree, w, s2, root_var)
-            tree, lam, ok = _scale_move(rng, tree, w, mu0, lam, s2, root_var)
-            acc["scale"] += ok
+            lam, mu0 = _lam_mu0(rng, tree, w, s2, root_var, lv)
+            tree, lam, lv = _scale_move(rng, tree, w, mu0, lam, s2, root_var, lv, learn_leaf, acc)
             if sample_noise:
                 noise = _noise(rng, data, w)
         else:
-            c, _ = _cov_and_messages(tree.merges, tree.times, jnp.asarray(w), root_var)
+            c, _ = _cov_and_messages(tree.merges, tree.times, jnp.asarray(w), root_var, lv)
             w, ok = _draw_w_bernoulli(rng, w, c, lam, mu0, data)
             acc["w"] += ok
-            lam, mu0 = _lam_mu0(rng, tree, w, s2, root_var)
+            lam, mu0 = _lam_mu0(rng, tree, w, s2, root_var, lv)
             xw = jnp.asarray(np.linalg.solve(np.linalg.cholesky(lam), (w - mu0).T).T)
 
-            def loglik(tr, xw=xw):
-                return float(_brown(tr.merges, tr.times, xw, root_var))
+            def loglik(tr, xw=xw, lv=lv):
+                return float(_brown(tr.merges, tr.times, xw, root_var, lv))
 
             tree = _tree_moves(rng, tree, loglik, steps, acc)
-            tree, lam, ok = _scale_move(rng, tree, w, mu0, lam, s2, root_var)
-            acc["scale"] += ok
+            tree, lam, lv = _scale_move(rng, tree, w, mu0, lam, s2, root_var, lv, learn_leaf, acc)
         if it >= n_warmup and (it - n_warmup) % thin == 0:
             trees.append(tree)
-            for name, v in (("w", w), ("mu0", mu0), ("Lambda", lam), ("noise", noise)):
+            for name, v in (("w", w), ("mu0", mu0), ("Lambda", lam), ("noise", noise),
+                            ("leaf_var", lv)):  # fmt: skip
                 draws[name].append(np.array(v, float))
             draws["tree_height"].append(float(tree.times[-1]))
     if not sample_noise:
         draws.pop("noise")
+    if not learn_leaf:
+        draws.pop("leaf_var")
     total = n_warmup + n_samples
     rates = {m: acc[m] / max(total * steps, 1) for m in ("time", "exchange", "spr", "root")}
     rates["scale"] = acc["scale"] / total
+    if learn_leaf:
+        rates["leaf"] = acc["leaf"] / total
     if lik == "bernoulli":
         rates["w"] = acc["w"] / total
     if scale_moves:
-        for m in ("collapsed_lambda", "collapsed_height"):
+        for m in ("collapsed_lambda", "collapsed_height") + (("collapsed_leaf",) * learn_leaf):
             rates[m] = acc[m] / (total * scale_moves)
     return trees, {n: np.asarray(v) for n, v in draws.items()}, rates

@@ -17,7 +17,8 @@ Lambda)`` down every edge. The leaves then follow the matrix normal ``MN(1 loc',
     C_kl = root_var + (t_root - t_LCA(k, l)),
 
 the length of the path shared by leaves ``k`` and ``l`` below the root, plus the root variance
-(`tree_covariance`). `brownian_log_likelihood` evaluates the same density in O(K D^2) by upward
+(`tree_covariance`); ``leaf_var > 0`` (not in the paper) lengthens every leaf's branch, adding
+``leaf_var`` to the diagonal. `brownian_log_likelihood` evaluates the same density in O(K D^2) by upward
 message passing; `brownian_log_likelihood_dense` uses ``C`` (O(K^3)).
 """
 
@@ -207,12 +208,13 @@ def _sample_tree(key, k: int) -> Tree:
 
 
 # --------------------------------------------------------------------------- Brownian diffusion
-def tree_covariance(tree, root_var: float = 1.0) -> jax.Array:
+def tree_covariance(tree, root_var: float = 1.0, leaf_var=0.0) -> jax.Array:
     """Leaf covariance ``C`` of Brownian motion down the tree, shape ``(K, K)``.
 
     ``C_kl = root_var + t_root - t_LCA(k, l)``: the length of the path that leaves ``k`` and ``l``
-    share below the root, plus the root's variance. ``C_kk = root_var + t_root``. Leaf values
-    follow ``MN(1 loc', C, Lambda)``.
+    share below the root, plus the root's variance. ``C_kk = root_var + t_root + leaf_var``: a
+    ``leaf_var > 0`` lengthens every leaf's branch by that much (independent task-level variation
+    below the tree). Leaf values follow ``MN(1 loc', C, Lambda)``.
 
     Examples
     --------
@@ -225,7 +227,7 @@ def tree_covariance(tree, root_var: float = 1.0) -> jax.Array:
     par = parents(tree)
     edge = jnp.where(par >= 0, tn[jnp.maximum(par, 0)] - tn, 0.0)
     b = leaf_membership(tree).astype(tn.dtype)
-    return root_var + (b * edge[:, None]).T @ b
+    return root_var + (b * edge[:, None]).T @ b + leaf_var * jnp.eye(tree.n_leaves, dtype=tn.dtype)
 
 
 class Messages(NamedTuple):
@@ -238,10 +240,10 @@ class Messages(NamedTuple):
     spread: jax.Array
 
 
-def upward_messages(tree, x) -> Messages:
+def upward_messages(tree, x, leaf_var=0.0) -> Messages:
     """Belief propagation from the leaves ``x`` ``(K, D)`` to the root (Teh et al. 2007).
 
-    Leaf: mean ``x_k``, variance 0. Merging ``l`` and ``r`` at ``t_i``: ``a_b = v_b + t_i - t_b``,
+    Leaf: mean ``x_k``, variance ``leaf_var`` (0 in the paper's model). Merging ``l`` and ``r`` at ``t_i``: ``a_b = v_b + t_i - t_b``,
     ``v = (1/a_l + 1/a_r)^-1``, ``mean = v (m_l/a_l + m_r/a_r)``; the local evidence is
     ``N(m_l; m_r, (a_l + a_r) Lambda)``. Variances are multiples of ``Lambda``, which is not needed.
     """
@@ -249,7 +251,7 @@ def upward_messages(tree, x) -> Messages:
     k, d = x.shape
     tn = node_times(tree)
     mean = jnp.zeros((2 * k - 1, d), x.dtype).at[:k].set(x)
-    var = jnp.zeros(2 * k - 1, x.dtype)
+    var = jnp.zeros(2 * k - 1, x.dtype).at[:k].set(leaf_var)
 
     def step(carry, i):
         mean, var = carry
@@ -270,7 +272,9 @@ def _chol_solve_quad(chol, a):
     return jnp.sum(z * z, axis=0)
 
 
-def brownian_log_likelihood(tree, x, *, loc=0.0, cov=None, root_var: float = 1.0) -> jax.Array:
+def brownian_log_likelihood(
+    tree, x, *, loc=0.0, cov=None, root_var: float = 1.0, leaf_var=0.0
+) -> jax.Array:
     """Log density of leaf values ``x`` ``(K, D)`` under Brownian diffusion down ``tree``.
 
     Product of the local evidences ``N(m_l; m_r, (a_l + a_r) Lambda)`` and the root term
@@ -287,6 +291,8 @@ def brownian_log_likelihood(tree, x, *, loc=0.0, cov=None, root_var: float = 1.0
         ``Lambda``; identity when omitted.
     root_var : float
         Variance factor of the root around ``loc``.
+    leaf_var : float
+        Extra length of every leaf's branch (see `tree_covariance`).
 
     Examples
     --------
@@ -296,7 +302,7 @@ def brownian_log_likelihood(tree, x, *, loc=0.0, cov=None, root_var: float = 1.0
     """
     x = jnp.asarray(x)
     k, d = x.shape
-    msg = upward_messages(tree, x)
+    msg = upward_messages(tree, x, leaf_var)
     root_diff = msg.mean[-1] - loc
     root_s = msg.var[-1] + root_var
     if cov is None:
@@ -313,11 +319,13 @@ def brownian_log_likelihood(tree, x, *, loc=0.0, cov=None, root_var: float = 1.0
     return jnp.sum(terms) + root - 0.5 * k * logdet
 
 
-def brownian_log_likelihood_dense(tree, x, *, loc=0.0, cov=None, root_var: float = 1.0):
+def brownian_log_likelihood_dense(
+    tree, x, *, loc=0.0, cov=None, root_var: float = 1.0, leaf_var=0.0
+):
     """The same density as `brownian_log_likelihood` through ``MN(1 loc', C, Lambda)`` (O(K^3))."""
     x = jnp.asarray(x)
     k, d = x.shape
-    c = tree_covariance(tree, root_var)
+    c = tree_covariance(tree, root_var, leaf_var)
     cov = jnp.eye(d, dtype=x.dtype) if cov is None else jnp.asarray(cov)
     lc = jnp.linalg.cholesky(c)
     ll = jnp.linalg.cholesky(cov)
@@ -340,6 +348,8 @@ class BrownianTree(Distribution):
         Diffusion covariance ``Lambda`` (per unit time).
     root_var : float
         Root variance factor.
+    leaf_var : float
+        Extra length of every leaf's branch (0 in the paper's model).
 
     Examples
     --------
@@ -355,13 +365,14 @@ class BrownianTree(Distribution):
         "cov": constraints.positive_definite,
     }
     support = constraints.independent(constraints.real, 2)
-    pytree_data_fields = ("tree", "loc", "cov", "root_var")
+    pytree_data_fields = ("tree", "loc", "cov", "root_var", "leaf_var")
 
-    def __init__(self, tree, loc, cov, root_var=1.0, *, validate_args=None):
+    def __init__(self, tree, loc, cov, root_var=1.0, leaf_var=0.0, *, validate_args=None):
         self.tree = as_tree(tree)
         self.loc = jnp.asarray(loc)
         self.cov = jnp.asarray(cov)
         self.root_var = root_var
+        self.leaf_var = leaf_var
         k = self.tree.merges.shape[0] + 1
         super().__init__(
             batch_shape=(), event_shape=(k, self.cov.shape[-1]), validate_args=validate_args
@@ -377,6 +388,7 @@ class BrownianTree(Distribution):
         tn = node_times(self.tree)
         par = parents(self.tree)
         edge = jnp.where(par >= 0, tn[jnp.maximum(par, 0)] - tn, self.root_var)
+        edge = edge.at[:k].add(self.leaf_var)
         eps = jax.random.normal(key, (2 * k - 1, d)) @ jnp.linalg.cholesky(self.cov).T
         incr = eps * jnp.sqrt(edge)[:, None]
 
@@ -389,5 +401,6 @@ class BrownianTree(Distribution):
 
     def log_prob(self, value):
         return brownian_log_likelihood(
-            self.tree, value, loc=self.loc, cov=self.cov, root_var=self.root_var
+            self.tree, value, loc=self.loc, cov=self.cov, root_var=self.root_var,
+            leaf_var=self.leaf_var,
         )

@@ -9,7 +9,8 @@ leaf values follow ``MN(1 loc', C, Lambda)`` with ``C_kl = root_var + t_root - t
 
 * `mean_sharing`: ``Lambda ~ IW(s2 I, D+1)``, ``mu0 | Lambda ~ N(0, Lambda)`` (the NIW with
   ``kappa0 = 1``), root ``~ N(mu0, root_var Lambda)``, node means diffuse down the tree, task weights
-  ``w_k`` are the leaves.
+  ``w_k`` are the leaves. Optionally (``leaf_var``, not in the paper) every leaf's branch is
+  lengthened, fixed or learnt, so that tasks also vary independently below the tree.
 * `covariance_sharing`: ``R`` is the correlation matrix of ``Sigma ~ IW(I, D+1)`` (Barnard, McCulloch
   & Meng's marginally uniform prior: every ``r_ij ~ U(-1, 1)``), ``Lambda ~ IW(s2 I, D+1)``, log
   standard deviations ``S`` diffuse down the tree from a root ``N(0, root_var Lambda)``, and
@@ -49,7 +50,10 @@ __all__ = [
 LIKELIHOODS = ("gaussian", "bernoulli")
 
 
-def _check(data: TaskData, tree, likelihood, s2, root_var, noise_scale, y) -> Tree:
+LEAF_VAR_PRIOR_SCALE = 1.0  # leaf_var ~ HalfCauchy(1) when it is learnt (leaf_var=None)
+
+
+def _check(data: TaskData, tree, likelihood, s2, root_var, noise_scale, y, leaf_var=0.0) -> Tree:
     if not isinstance(data, TaskData):
         raise ValueError(f"data: expected a TaskData, got {type(data).__name__}")  # noqa: TRY004
     if data.n_tasks < 2:
@@ -61,6 +65,9 @@ def _check(data: TaskData, tree, likelihood, s2, root_var, noise_scale, y) -> Tr
             continue  # traced under jit_model_args: checked on the first, concrete call
         if not (np.ndim(v) == 0 and np.isfinite(v) and v > 0):
             raise ValueError(f"{name}: expected a positive finite number, got {v!r}")
+    if leaf_var is not None and not isinstance(leaf_var, jax.core.Tracer):
+        if not (np.ndim(leaf_var) == 0 and np.isfinite(leaf_var) and leaf_var >= 0):
+            raise ValueError(f"leaf_var: expected None or a finite number >= 0, got {leaf_var!r}")
     if tree is None:
         raise ValueError("tree: the model is conditioned on a tree; pass tree=")
     tree = as_tree(tree)
@@ -76,15 +83,15 @@ def _check(data: TaskData, tree, likelihood, s2, root_var, noise_scale, y) -> Tr
     return tree
 
 
-def _tree_gaussian(name, tree, loc, lam_chol, k, d, root_var, centered=False):
+def _tree_gaussian(name, tree, loc, lam_chol, k, d, root_var, centered=False, leaf_var=0.0):
     """Leaves of Brownian diffusion: non-centred ``loc + chol(C) Z chol(Lambda)'`` or centred
     (a `BrownianTree` site whose density is evaluated by upward messages)."""
     if centered:
         lam = lam_chol @ lam_chol.T
-        return numpyro.sample(name, BrownianTree(tree, loc, lam, root_var))
+        return numpyro.sample(name, BrownianTree(tree, loc, lam, root_var, leaf_var))
     with numpyro.plate("task", k, dim=-2), numpyro.plate("feature", d, dim=-1):
         z = numpyro.sample(f"{name}_z", dist.Normal(0.0, 1.0))
-    lc = jnp.linalg.cholesky(tree_covariance(tree, root_var))
+    lc = jnp.linalg.cholesky(tree_covariance(tree, root_var, leaf_var))
     return numpyro.deterministic(name, loc + lc @ z @ lam_chol.T)
 
 
@@ -115,6 +122,7 @@ def mean_sharing(
     root_var: float = 1.0,
     noise_scale: float | None = None,
     centered: bool = False,
+    leaf_var: float | None = 0.0,
     y=None,
 ):
     """Daume's mean-sharing model: task weights are the leaves of a Brownian tree.
@@ -134,6 +142,13 @@ def mean_sharing(
     centered : bool
         Sample ``w`` directly (density by messages) instead of the non-centred ``w_z``; better
         for NUTS when every task has plenty of data.
+    leaf_var : float or None
+        Extra length of every leaf's branch, in units of tree time: task weights then vary around
+        their leaf's node mean with covariance ``leaf_var * Lambda``, independently across tasks.
+        ``0`` (the default) is the paper's model, in which tasks *are* the leaves. ``None`` learns
+        it under a ``HalfCauchy(1)`` prior (site ``leaf_var``): an extension that nests the flat
+        hierarchy (tree height small against ``leaf_var``), so the tree need not force structure on
+        tasks that have none.
     y : array, optional
         Overrides ``data.y``.
 
@@ -147,12 +162,14 @@ def mean_sharing(
     >>> pred["w"].shape
     (2, 4, 2)
     """
-    tree = _check(data, tree, likelihood, s2, root_var, noise_scale, y)
+    tree = _check(data, tree, likelihood, s2, root_var, noise_scale, y, leaf_var)
     k, d = data.n_tasks, data.n_features
     lam = numpyro.sample("Lambda", _iw(d, s2))
     lam_chol = jnp.linalg.cholesky(lam)
     mu0 = numpyro.sample("mu0", dist.MultivariateNormal(jnp.zeros(d), scale_tril=lam_chol))
-    w = _tree_gaussian("w", tree, mu0, lam_chol, k, d, root_var, centered)
+    if leaf_var is None:
+        leaf_var = numpyro.sample("leaf_var", dist.HalfCauchy(LEAF_VAR_PRIOR_SCALE))
+    w = _tree_gaussian("w", tree, mu0, lam_chol, k, d, root_var, centered, leaf_var)
     _likelihood(data, w, likelihood, noise_scale, y)
 
 
@@ -212,6 +229,7 @@ def simulate(
     s2: float = 1.0,
     root_var: float = 1.0,
     noise_scale: float = 0.5,
+    leaf_var: float | None = 0.0,
     params: dict | None = None,
 ):
     """Draw a task family from a latent hierarchy: a tree, task weights, inputs and targets.
@@ -227,6 +245,8 @@ def simulate(
         The true hierarchy; a Kingman-coalescent draw when omitted.
     s2, root_var, noise_scale : float
         Hyperparameters (the noise is fixed at ``noise_scale``).
+    leaf_var : float or None
+        Mean sharing only: extra leaf-branch length (see `mean_sharing`; ``None`` draws it).
     params : dict, optional
         Values to fix instead of drawing from the prior (e.g. ``{"Lambda": ..., "mu0": ...}``).
 
@@ -266,6 +286,10 @@ def simulate(
         "root_var": root_var,
         "noise_scale": noise_scale if likelihood == "gaussian" else None,
     }
+    if model == "mean":
+        kw["leaf_var"] = leaf_var
+    elif leaf_var != 0.0:
+        raise ValueError("leaf_var: only the mean-sharing model has a leaf variance")
     conditioned = handlers.condition(fn, data=params or {})
     tr = handlers.trace(handlers.seed(conditioned, k_model)).get_trace(data, **kw)
     truth = {
@@ -290,7 +314,9 @@ def leaf_evidence(xtx, xty, yty, n_rows, noise):
     return xtx / v, xty / v, -0.5 * yty / v - 0.5 * n_rows * jnp.log(2 * jnp.pi * v)
 
 
-def mean_sharing_log_evidence(tree, leaf_j, leaf_h, leaf_g, cov, root_var: float = 1.0):
+def mean_sharing_log_evidence(
+    tree, leaf_j, leaf_h, leaf_g, cov, root_var: float = 1.0, leaf_var=0.0
+):
     """``log p(y | tree, Lambda, noise)`` of `mean_sharing` with the weights and ``mu0`` integrated.
 
     Upward messages in canonical form ``(J, h, g)`` (rank-deficient ``J`` allowed, e.g. tasks with
@@ -299,7 +325,8 @@ def mean_sharing_log_evidence(tree, leaf_j, leaf_h, leaf_g, cov, root_var: float
     ``g' = g + h'S A^-1 h / 2 - log|A| / 2``; siblings add. The root's edge has
     ``S = (root_var + 1) Lambda`` (``root ~ N(mu0, root_var Lambda)``, ``mu0 ~ N(0, Lambda)``) and
     ends at 0, where the message is ``exp(g)``. O(K D^3); equals the dense Gaussian
-    ``N(vec y; 0, B ((C + 11') (x) Lambda) B' + noise^2 I)``.
+    ``N(vec y; 0, B ((C + 11') (x) Lambda) B' + noise^2 I)``. A ``leaf_var`` lengthens every
+    leaf's edge (``C + leaf_var I``).
 
     Parameters
     ----------
@@ -308,7 +335,7 @@ def mean_sharing_log_evidence(tree, leaf_j, leaf_h, leaf_g, cov, root_var: float
         Leaf factors (`leaf_evidence`).
     cov : array ``(D, D)``
         ``Lambda``.
-    root_var : float
+    root_var, leaf_var : float
 
     Examples
     --------
@@ -322,7 +349,7 @@ def mean_sharing_log_evidence(tree, leaf_j, leaf_h, leaf_g, cov, root_var: float
     """
     tree = as_tree(tree)
     k, d = leaf_h.shape
-    tn = node_times(tree)
+    tn = node_times(tree).at[:k].set(-leaf_var)  # leaves' edges lengthened by leaf_var
     eye = jnp.eye(d, dtype=leaf_h.dtype)
 
     def edge(jm, hm, gm, s):

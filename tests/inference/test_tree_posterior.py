@@ -137,9 +137,11 @@ def _height_cdf(h, rates=(6.0, 3.0, 1.0)):
 
 
 @pytest.mark.parametrize(
-    "sweeps", [800, pytest.param(6000, marks=pytest.mark.slow)], ids=["fast", "long"]
+    ("sweeps", "leaf_var"),
+    [(800, 0.0), (1200, None), pytest.param(6000, 0.0, marks=pytest.mark.slow)],
+    ids=["fast", "learnt-leaf-var", "long"],
 )
-def test_without_data_the_sampler_leaves_the_kingman_prior_invariant(sweeps):
+def test_without_data_the_sampler_leaves_the_kingman_prior_invariant(sweeps, leaf_var):
     n, batches = 4, 20
     exact = Counter()
     hist = ranked_histories(n)
@@ -148,7 +150,8 @@ def test_without_data_the_sampler_leaves_the_kingman_prior_invariant(sweeps):
             exact[c] += 1 / len(hist)
     data = TaskData(X=np.zeros((4, 1)), task=[0, 1, 2, 3])
     post = tree_posterior(
-        data, num_chains=1, num_warmup=100, num_samples=sweeps, tree_steps=2, seed=0
+        data, num_chains=1, num_warmup=100, num_samples=sweeps, tree_steps=2, seed=0,
+        leaf_var=leaf_var,
     )
     sets = [set(clades(t)) for t in post.trees[0]]
     for c, p in exact.items():
@@ -160,7 +163,13 @@ def test_without_data_the_sampler_leaves_the_kingman_prior_invariant(sweeps):
     u_lam = stats.invgamma(1.0, scale=0.5).cdf(post.samples["Lambda"][0, :, 0, 0])
     h = post.samples["tree_height"][0]
     u_h = _height_cdf(h)
-    for u in (u_lam, u_h):
+    us = [u_lam, u_h]
+    if leaf_var is None:  # and the learnt leaf variance keeps its HalfCauchy(1) prior
+        us.append(stats.halfcauchy.cdf(post.samples["leaf_var"][0]))
+        assert post.accept["collapsed_leaf"] > 0.2
+    else:
+        assert "leaf_var" not in post.samples
+    for u in us:
         bm = u.reshape(batches, -1).mean(1)
         assert abs(bm.mean() - 0.5) < 4 * bm.std(ddof=1) / np.sqrt(batches)
 

@@ -100,17 +100,22 @@ def test_tree_covariance_closed_form_and_newick():
     # leaves 0,1 share the 1.0-long edge below the root; 2 shares nothing
     np.testing.assert_allclose(c, [[1.75, 1.25, 0.25], [1.25, 1.75, 0.25], [0.25, 0.25, 1.75]])
     assert to_newick(t, ["a", "b", "c"]) == "(c:1.5,(a:0.5,b:0.5):1);"
+    # a leaf variance lengthens every leaf's branch: only the diagonal grows
+    np.testing.assert_allclose(tree_covariance(t, 0.25, 0.4), c + 0.4 * np.eye(3))
 
 
-def test_message_passing_matches_dense_matrix_normal():
+@pytest.mark.parametrize("leaf_var", [0.0, 0.8])
+def test_message_passing_matches_dense_matrix_normal(leaf_var):
     k, d = 7, 3
     with jax.enable_x64(True):
         fast_fn = jax.jit(
-            lambda t, x, loc, cov: brownian_log_likelihood(t, x, loc=loc, cov=cov, root_var=0.7)
+            lambda t, x, loc, cov: brownian_log_likelihood(
+                t, x, loc=loc, cov=cov, root_var=0.7, leaf_var=leaf_var
+            )
         )
         dense_fn = jax.jit(
             lambda t, x, loc, cov: brownian_log_likelihood_dense(
-                t, x, loc=loc, cov=cov, root_var=0.7
+                t, x, loc=loc, cov=cov, root_var=0.7, leaf_var=leaf_var
             )
         )
         rng = np.random.default_rng(0)
@@ -126,13 +131,15 @@ def test_message_passing_matches_dense_matrix_normal():
             assert float(fast_fn(*args)) == pytest.approx(float(dense_fn(*args)), abs=1e-8, rel=0)
 
 
-def test_brownian_tree_sampler_has_covariance_c_kron_lambda():
+@pytest.mark.parametrize("leaf_var", [0.0, 0.6])
+def test_brownian_tree_sampler_has_covariance_c_kron_lambda(leaf_var):
     t = tree_from_merges([[0, 1], [2, 3]], [0.5, 1.5])
     cov = jnp.array([[1.0, 0.5], [0.5, 2.0]])
     draws = 8000
-    x = BrownianTree(t, jnp.array([1.0, -1.0]), cov, 0.5).sample(jax.random.PRNGKey(3), (draws,))
+    dist = BrownianTree(t, jnp.array([1.0, -1.0]), cov, 0.5, leaf_var)
+    x = dist.sample(jax.random.PRNGKey(3), (draws,))
     x = np.asarray(x, dtype=float).reshape(draws, -1)  # row-major vec: (leaf, feature)
-    expected = np.kron(np.asarray(tree_covariance(t, 0.5)), np.asarray(cov))
+    expected = np.kron(np.asarray(tree_covariance(t, 0.5, leaf_var)), np.asarray(cov))
     emp = np.cov(x, rowvar=False)
     # sd of a sample covariance ~ sqrt((s_ii s_jj + s_ij^2) / N) <= 4.5 / sqrt(8000) ~ 0.05
     np.testing.assert_allclose(emp, expected, atol=0.2)

@@ -37,16 +37,17 @@ def test_simulate_shapes_and_finite_log_density(model, likelihood):
     np.testing.assert_allclose(tr["w"]["value"], truth["w"], rtol=1e-5, atol=1e-5)
 
 
-def test_mean_sharing_weights_have_covariance_c_kron_lambda():
+@pytest.mark.parametrize("leaf_var", [0.0, 0.5])
+def test_mean_sharing_weights_have_covariance_c_kron_lambda(leaf_var):
     lam = jnp.array([[0.5, 0.2], [0.2, 1.0]])
     data = TaskData(X=np.zeros((4, 2)), task=[0, 1, 2, 3])
     model = handlers.condition(mean_sharing, data={"Lambda": lam, "mu0": jnp.array([1.0, -1.0])})
     draws = 6000
     w = Predictive(model, num_samples=draws)(
-        jax.random.PRNGKey(1), data, tree=TREE4, root_var=0.3, noise_scale=1.0
+        jax.random.PRNGKey(1), data, tree=TREE4, root_var=0.3, noise_scale=1.0, leaf_var=leaf_var
     )["w"]
     w = np.asarray(w, dtype=float).reshape(draws, -1)
-    expected = np.kron(np.asarray(tree_covariance(TREE4, 0.3)), np.asarray(lam))
+    expected = np.kron(np.asarray(tree_covariance(TREE4, 0.3, leaf_var)), np.asarray(lam))
     # sample-covariance sd <= sqrt(2 * 1.8^2 / 6000) ~ 0.033; 4 sd
     np.testing.assert_allclose(np.cov(w, rowvar=False), expected, atol=0.14)
     np.testing.assert_allclose(w.mean(0), np.tile([1.0, -1.0], 4), atol=0.1)
@@ -85,9 +86,14 @@ def test_bad_input_raises_value_error():
         handlers.seed(covariance_sharing, 0)(data, tree=tree3, likelihood="bernoulli")
     with pytest.raises(ValueError, match="at least 2 tasks"):
         simulate(jax.random.PRNGKey(0), 1, 5, 2)
+    with pytest.raises(ValueError, match="leaf_var"):
+        handlers.seed(mean_sharing, 0)(data, tree=tree3, leaf_var=-1.0)
+    with pytest.raises(ValueError, match="leaf_var"):
+        handlers.seed(mean_sharing, 0)(data, tree=tree3, leaf_var=float("nan"))
 
 
-def test_collapsed_evidence_matches_dense_gaussian():
+@pytest.mark.parametrize("leaf_var", [0.0, 0.9])
+def test_collapsed_evidence_matches_dense_gaussian(leaf_var):
     from bayesmtl.models.latent_hierarchy import leaf_evidence, mean_sharing_log_evidence
 
     rng = np.random.default_rng(5)
@@ -100,7 +106,7 @@ def test_collapsed_evidence_matches_dense_gaussian():
         b[i, t * d : t * d + d] = x[i]
     with jax.enable_x64(True):
         tree = Tree(TREE4.merges, jnp.asarray(np.asarray(TREE4.times), jnp.float64))
-        c = np.asarray(tree_covariance(tree, root_var)) + 1.0  # + 11': mu0 ~ N(0, Lambda)
+        c = np.asarray(tree_covariance(tree, root_var, leaf_var)) + 1.0  # + 11': mu0 ~ N(0, Lambda)
     dense = stats.multivariate_normal(
         np.zeros(len(task)), b @ np.kron(c, lam) @ b.T + noise**2 * np.eye(len(task))
     ).logpdf(y)
@@ -113,5 +119,23 @@ def test_collapsed_evidence_matches_dense_gaussian():
         j, h, g = leaf_evidence(
             jnp.asarray(xtx), jnp.asarray(xty), jnp.asarray(yty), jnp.asarray(n_rows), noise
         )
-        fast = mean_sharing_log_evidence(tree, j, h, g, jnp.asarray(lam), root_var)
+        fast = mean_sharing_log_evidence(tree, j, h, g, jnp.asarray(lam), root_var, leaf_var)
     assert float(fast) == pytest.approx(dense, abs=1e-8)
+
+
+def test_learnt_leaf_var_is_a_half_cauchy_site_and_nests_the_flat_hierarchy():
+    data, truth = simulate(jax.random.PRNGKey(6), 4, 5, 2, leaf_var=None)
+    assert truth["leaf_var"] > 0
+    latent = {k: truth[k] for k in ("Lambda", "mu0", "w_z", "leaf_var")}
+    lp, tr = log_density(mean_sharing, (data,), {"tree": TREE4, "leaf_var": None,
+                                                  "noise_scale": 0.5}, latent)  # fmt: skip
+    assert np.isfinite(float(lp))
+    assert float(tr["leaf_var"]["fn"].log_prob(2.0)) == pytest.approx(
+        stats.halfcauchy(scale=1.0).logpdf(2.0)
+    )
+    # a tree of height 1e-6 with leaf_var 1 is the flat hierarchy: tasks equicorrelated through
+    # the common root only
+    flat_tree = tree_from_merges([[0, 1], [2, 3], [4, 5]], [1e-7, 5e-7, 1e-6])
+    np.testing.assert_allclose(
+        tree_covariance(flat_tree, 0.3, 1.0), 0.3 + np.eye(4), atol=1e-5
+    )
