@@ -46,7 +46,15 @@ from bayesmtl.inference.latent_hierarchy_cov_target import (
     weights_posterior,
     z_from_s,
 )
-from bayesmtl.inference.tree_gibbs import _brown, _kingman_draw, _sweeps, _tree_moves
+from bayesmtl.inference.tree_gibbs import (
+    _brown,
+    _iw_log_prob,
+    _kingman_draw,
+    _kingman_log_prob,
+    _scale_mh,
+    _sweeps,
+    _tree_moves,
+)
 from bayesmtl.inference.tree_posterior import TreePosterior, _check, _datatree
 from bayesmtl.models.coalescent import Tree
 from numpyro.infer import NUTS, init_to_uniform
@@ -74,29 +82,21 @@ def _whiten(s, lam):
 
 def _log_target(tree, s, lam, s2, root_var):
     """Kingman + Brownian(S | tree, Lambda) + IW(Lambda; s2 I, D+1), up to constants."""
-    k, d = s.shape
-    m = k - np.arange(k - 1)
-    kingman = -np.sum(m * (m - 1) / 2.0 * np.diff(np.asarray(tree.times), prepend=0.0))
-    brown = float(_brown(tree.merges, tree.times, _whiten(s, lam), root_var))
+    k = s.shape[0]
+    brown = float(_brown(tree.merges, jnp.asarray(tree.times), _whiten(s, lam), root_var))
     logdet = np.linalg.slogdet(lam)[1]
-    return (
-        kingman + brown - 0.5 * (k + 2 * d + 2) * logdet - 0.5 * s2 * np.trace(np.linalg.inv(lam))
-    )
+    return _kingman_log_prob(tree.times, k) + brown - 0.5 * k * logdet + _iw_log_prob(lam, s2)
 
 
-def _scale_move(rng, tree, s, lam, s2, root_var, step=0.5):
-    k, d = s.shape
-    eps = rng.uniform(-step, step)
-    tree2 = Tree(tree.merges, np.asarray(tree.times) * np.exp(eps))
-    lam2 = lam / np.exp(eps)
-    log_a = (
-        _log_target(tree2, s, lam2, s2, root_var)
-        - _log_target(tree, s, lam, s2, root_var)
-        + (k - 1 - d * (d + 1) / 2) * eps
-    )
-    if np.log(rng.uniform()) < log_a:
-        return tree2, lam2, True
-    return tree, lam, False
+def _scale_move(rng, tree, s, lam, s2, root_var, acc):
+    """``(times, Lambda) -> (c times, Lambda / c)`` given ``S`` (`_scale_mh`)."""
+
+    def target(times, lam):
+        return _log_target(Tree(tree.merges, times), s, lam, s2, root_var)
+
+    state = (np.asarray(tree.times, float), np.asarray(lam, float))
+    times, lam = _scale_mh(rng, target, state, [("scale", (1, -1))], acc)
+    return Tree(tree.merges, times), lam
 
 
 def _make_step(kernel, data, static_kw, stats, gaussian, counter):
@@ -297,8 +297,7 @@ def _run_chain(rng, data, kernel, step, static_kw, stats_, cfg, n_warmup, n_samp
             return float(_brown(tr.merges, tr.times, xw, root_var))
 
         tree = _tree_moves(rng, tree, loglik, steps, acc)
-        tree, lam, ok = _scale_move(rng, tree, s, lam, s2, root_var)
-        acc["scale"] += ok
+        tree, lam = _scale_move(rng, tree, s, lam, s2, root_var, acc)
         if it >= n_warmup:
             nuts_acc.append(float(state.accept_prob))
             divergences += bool(state.diverging)
