@@ -20,7 +20,9 @@ Everything runs in float64.
 ``likelihood="bernoulli"`` (a Bernoulli-logit output per task, no noise covariance) replaces the
 Gaussian log likelihood in the ELBO by the Jaakkola-Jordan bound, which is quadratic in W, so the
 updates above carry over with q(W) factorising over tasks instead of over the eigenbasis of Sigma
-(`bayesmtl.inference.vem_sparse_logit`).
+(`bayesmtl.inference.vem_sparse_logit`). What both likelihoods share (the state, the q(Z), q(V),
+q(gamma) and tau updates, the type-II step and the loop) is in the private
+``bayesmtl.inference._vem_sparse_core``.
 """
 
 from __future__ import annotations
@@ -30,14 +32,22 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-import scipy.optimize
-from bayesmtl.models.gig import GeneralizedInverseGaussian, log_bessel_kv
+from bayesmtl.inference._vem_sparse_core import (
+    _LOG2PI,
+    _elbo_given_loglik,
+    _gamma_moments,
+    _initial_state,
+    _iterate,
+    _State,
+    _update_latents,
+    _update_tau,
+)
+from bayesmtl.inference.vem_sparse_logit import bernoulli_start
 from bayesmtl.models.sparse_mtl import as_multioutput, check_config, resolve_blocks
 
 __all__ = ["VEMResult", "active_blocks", "fit_vem_sparse", "prior_hyperparameters"]
 
 _TINY = 1e-12  # chi or phi of the limiting priors (Gamma: chi -> 0, inverse Gamma: phi -> 0)
-_LOG2PI = float(np.log(2 * np.pi))
 
 
 class VEMResult(NamedTuple):
@@ -64,23 +74,6 @@ class VEMResult(NamedTuple):
     blocks: np.ndarray  # (D,)
     likelihood: str = "gaussian"
     xi: np.ndarray | None = None  # (N, P) Jaakkola-Jordan parameters (bernoulli only)
-
-
-class _State(NamedTuple):
-    M: jax.Array
-    Uw: jax.Array  # rotation of q(W)
-    Sw: jax.Array  # (P, D, D) covariance of rotated rows
-    Zm: jax.Array
-    Zc: jax.Array
-    zscale: jax.Array  # (D,) Cov z_j = Zc * zscale_j
-    Vm: jax.Array
-    Vc: jax.Array
-    gq: jax.Array  # (Q, 3) GIG params of q(gamma), or (Q, 3) with gq[:,0] = point value for ard
-    mu: jax.Array
-    Sigma: jax.Array | None  # None for bernoulli
-    tau: jax.Array
-    hyper: jax.Array  # (3,) omega, chi, phi
-    xi: jax.Array | None = None  # (N, P) Jaakkola-Jordan parameters (bernoulli only)
 
 
 def prior_hyperparameters(prior: str, params: dict | None = None):
@@ -112,31 +105,6 @@ def prior_hyperparameters(prior: str, params: dict | None = None):
     return tuple(float(x) for x in h), free
 
 
-def _gamma_moments(gq, ard):
-    if ard:
-        g = gq[:, 0]
-        return g, jnp.log(g), 1.0 / g, jnp.zeros_like(g)
-    m = GeneralizedInverseGaussian(gq[:, 0], gq[:, 1], gq[:, 2]).moments()
-    return m["mean"], m["log"], m["inverse"], m["entropy"]
-
-
-def _expected_log_prior(hyper, Elog, Einv, Eg):
-    w, c, p = hyper[0], hyper[1], hyper[2]
-    log_norm = jnp.log(2.0) + log_bessel_kv(w, jnp.sqrt(c * p)) + 0.5 * w * (jnp.log(c) - jnp.log(p))
-    return jnp.sum(-log_norm + (w - 1.0) * Elog - 0.5 * (c * Einv + p * Eg))
-
-
-def _energies(s: _State):
-    """e_j = E||w_j - V z_j||^2 and f_j = E||z_j||^2, per feature."""
-    EVtV = s.Vm.T @ s.Vm + s.Vm.shape[0] * s.Vc
-    trSw = jnp.einsum("pjj->j", s.Sw)
-    Vz = s.Vm @ s.Zm
-    Ezz_quad = jnp.einsum("kj,kl,lj->j", s.Zm, EVtV, s.Zm) + jnp.trace(EVtV @ s.Zc) * s.zscale
-    e = jnp.sum(s.M**2, 0) + trSw - 2 * jnp.sum(s.M * Vz, 0) + Ezz_quad
-    f = jnp.sum(s.Zm**2, 0) + jnp.trace(s.Zc) * s.zscale
-    return e, f, EVtV
-
-
 def _residual_scatter(s: _State, X, Y, XtX):
     R = Y - X @ s.M.T - s.mu
     extra = jnp.einsum("pij,ji->p", s.Sw, XtX)  # tr(S_p X'X) per rotated row
@@ -150,28 +118,6 @@ def _elbo(s: _State, X, Y, XtX, b, Dq, ard):
     ll = -0.5 * N * P * _LOG2PI - N * jnp.sum(jnp.log(jnp.diag(Lsig))) - 0.5 * jnp.trace(
         jax.scipy.linalg.cho_solve((Lsig, True), S))
     return _elbo_given_loglik(s, ll, b, ard)
-
-
-def _elbo_given_loglik(s: _State, ll, b, ard):
-    """``ll`` (the expected log likelihood, or a lower bound of it) plus the expected log priors of
-    W, Z, V, gamma and the entropies of q: the part of the ELBO that both likelihoods share."""
-    P, D = s.M.shape
-    K = s.Zm.shape[0]
-    Eg, Elog, Einv, Hg = _gamma_moments(s.gq, ard)
-    Egf, Elogf = Eg[b], Elog[b]
-    e, f, _ = _energies(s)
-    lw = 0.5 * P * jnp.sum(Elogf) - 0.5 * P * D * (_LOG2PI + jnp.log(s.tau)) - 0.5 / s.tau * jnp.sum(
-        Egf * e)
-    lz = 0.5 * K * jnp.sum(Elogf) - 0.5 * K * D * _LOG2PI - 0.5 * jnp.sum(Egf * f)
-    lv = -0.5 * P * K * _LOG2PI - 0.5 * (jnp.sum(s.Vm**2) + P * jnp.trace(s.Vc))
-    ent = 0.5 * (1 + _LOG2PI) * (P * D + K * D + P * K)
-    ent += 0.5 * jnp.sum(jnp.linalg.slogdet(s.Sw)[1])
-    ent += 0.5 * D * jnp.linalg.slogdet(s.Zc)[1] + 0.5 * K * jnp.sum(jnp.log(s.zscale))
-    ent += 0.5 * P * jnp.linalg.slogdet(s.Vc)[1]
-    total = ll + lw + lz + lv + ent
-    if not ard:
-        total += _expected_log_prior(s.hyper, Elog, Einv, Eg) + jnp.sum(Hg)
-    return total
 
 
 def _sweep(s: _State, X, Y, XtX, b, Dq, ard, full_noise):
@@ -199,37 +145,6 @@ def _sweep(s: _State, X, Y, XtX, b, Dq, ard, full_noise):
     return _update_tau(s, b, ard)
 
 
-def _update_latents(s: _State, b, Dq, ard, Eg):
-    """q(Z), q(V) and q(gamma) given q(W) and the current block precisions ``Eg`` (per feature)."""
-    P, K, Q = s.M.shape[0], s.Zm.shape[0], Dq.shape[0]
-    # q(Z)
-    EVtV = s.Vm.T @ s.Vm + P * s.Vc
-    Zc = jnp.linalg.inv(EVtV / s.tau + jnp.eye(K))
-    s = s._replace(Zm=Zc @ s.Vm.T @ s.M / s.tau, Zc=Zc, zscale=1.0 / Eg)
-    # q(V)
-    Ezz = (s.Zm * Eg) @ s.Zm.T + jnp.sum(Eg * s.zscale) * s.Zc
-    Vc = jnp.linalg.inv(Ezz / s.tau + jnp.eye(K))
-    s = s._replace(Vm=(s.M * Eg) @ s.Zm.T @ Vc / s.tau, Vc=Vc)
-    # q(gamma)
-    e, f, _ = _energies(s)
-    Ei = jax.ops.segment_sum(e / s.tau + f, b, Q)
-    if ard:
-        g = (P + K) * Dq / Ei
-        s = s._replace(gq=jnp.stack([g, g, g], 1))
-    else:
-        w, c, p = s.hyper
-        s = s._replace(gq=jnp.stack([w + 0.5 * (P + K) * Dq, jnp.full(Q, c), p + Ei], 1))
-    return s
-
-
-def _update_tau(s: _State, b, ard):
-    """The closed-form type-II tau given q(W), q(Z), q(V), q(gamma)."""
-    P, D = s.M.shape
-    Eg = _gamma_moments(s.gq, ard)[0][b]
-    e, _, _ = _energies(s)
-    return s._replace(tau=jnp.sum(Eg * e) / (P * D))
-
-
 def _elbo_then_sweep(s: _State, X, Y, XtX, b, Dq, ard, full_noise):
     """The ELBO at ``s``, one sweep from ``s``, and the moments of the new q(gamma): one compiled
     program per shape (the Bessel quadrature inside the moments is what makes compiling slow)."""
@@ -241,77 +156,17 @@ def _elbo_then_sweep(s: _State, X, Y, XtX, b, Dq, ard, full_noise):
 _step_jit = jax.jit(_elbo_then_sweep, static_argnums=(6, 7))
 
 
-def _hyper_objective(theta, fixed, free, Elog, Einv, Eg):
-    h = jnp.where(free, theta, fixed)
-    hyper = jnp.stack([h[0], jnp.exp(h[1]), jnp.exp(h[2])])
-    return -_expected_log_prior(hyper, Elog, Einv, Eg)
-
-
-_hyper_grad = jax.jit(jax.value_and_grad(_hyper_objective))
-
-
-def _update_hyper(s: _State, free: np.ndarray, moments) -> _State:
-    """Type-II ML step for the free prior parameters, given ``(E g, E log g, E 1/g)`` of q(gamma)."""
-    Eg, Elog, Einv = moments
-    h0 = np.array([float(s.hyper[0]), np.log(float(s.hyper[1])), np.log(float(s.hyper[2]))])
-    args = (jnp.asarray(h0), jnp.asarray(free), Elog, Einv, Eg)
-    f0 = float(_hyper_grad(jnp.asarray(h0), *args)[0])
-
-    def fg(x):
-        th = h0.copy()
-        th[free] = x
-        v, g = _hyper_grad(jnp.asarray(th), *args)
-        return float(v), np.asarray(g)[free]
-
-    bounds = [(-50, 50), (-28, 28), (-28, 28)]
-    res = scipy.optimize.minimize(fg, h0[free], jac=True, method="L-BFGS-B",
-                                  bounds=[bd for bd, fr in zip(bounds, free) if fr],
-                                  options={"maxiter": 50})
-    if not np.isfinite(res.fun) or res.fun >= f0:
-        return s
-    th = h0.copy()
-    th[free] = res.x
-    return s._replace(hyper=jnp.asarray([th[0], np.exp(th[1]), np.exp(th[2])]))
-
-
-def _initial_state(M0, mu0, rank, Q, hyper, ard, Sigma=None, xi=None) -> _State:
-    """Start from weights ``M0``: V and Z from its leading singular vectors, tau from the rest, every
-    q(gamma) alike; float64 leaves (strong-typed, so the compiled step is reused from the first call)."""
-    P, D = M0.shape
-    K = rank
-    u, sv, vt = jnp.linalg.svd(M0, full_matrices=False)
-    Vm = u[:, :K] * jnp.sqrt(sv[:K] / np.sqrt(D))
-    Zm = (vt[:K] * jnp.sqrt(sv[:K] * np.sqrt(D))[:, None])
-    tau0 = jnp.maximum(jnp.mean((M0 - Vm @ Zm) ** 2), 1e-3)
-    init_g = jnp.ones(Q)
-    s = _State(
-        M=M0, Uw=jnp.eye(P), Sw=jnp.zeros((P, D, D)), Zm=Zm, Zc=jnp.eye(K),
-        zscale=jnp.ones(D), Vm=Vm, Vc=jnp.eye(K) * 1e-3,
-        gq=jnp.stack([init_g] * 3, 1) if ard else jnp.stack(
-            [jnp.full(Q, hyper[0] + 0.5 * (P + K)), jnp.full(Q, hyper[1]),
-             jnp.full(Q, hyper[2] + 1.0)], 1),
-        mu=mu0, Sigma=Sigma, tau=tau0, hyper=jnp.asarray(hyper), xi=xi,
-    )
-    return jax.tree.map(lambda x: jnp.asarray(x, jnp.float64), s)
-
-
-def _iterate(step, s: _State, args, free, max_iter: int, tol: float):
-    """Alternate the compiled ``step`` (ELBO, then one sweep) with the type-II hyperparameter step
-    until the ELBO's relative rise falls below ``tol``."""
-    trace, converged = [], False
-    _, s, moments = step(s, *args)  # the first sweep (the initial ELBO is not recorded)
-    for it in range(max_iter):
-        if free.any():
-            s = _update_hyper(s, free, moments)  # leaves q(gamma), hence `moments`, unchanged
-        # the ELBO of s (after sweep it + 1 and the hyperparameter step) and the next sweep,
-        # which is kept only if the loop goes on
-        elbo, s_next, moments_next = step(s, *args)
-        trace.append(float(elbo))
-        converged = it > 0 and abs(trace[-1] - trace[-2]) < tol * abs(trace[-1])
-        if converged or it == max_iter - 1:
-            break
-        s, moments = s_next, moments_next
-    return s, moments, trace, converged
+def _gaussian_start(X, Y, XtX, b, Dq, *, rank, hyper, ard, ridge, noise):
+    """Initial state (ridge fit, SVD for V and Z, residual covariance), compiled step and its
+    arguments for the Gaussian likelihood."""
+    (N, P), D = Y.shape, X.shape[1]
+    mu0 = Y.mean(0)
+    M0 = jnp.linalg.solve(XtX + ridge * jnp.eye(D), X.T @ (Y - mu0)).T
+    R = Y - X @ M0.T - mu0
+    Sigma = R.T @ R / N + 1e-3 * jnp.eye(P) * jnp.var(Y)
+    Sigma = Sigma if noise == "full" else jnp.diag(jnp.diag(Sigma))
+    s = _initial_state(M0, mu0, rank, Dq.shape[0], hyper, ard, Sigma=Sigma)
+    return s, _step_jit, (X, Y, XtX, b, Dq, ard, noise == "full")
 
 
 def fit_vem_sparse(
@@ -383,7 +238,7 @@ def fit_vem_sparse(
     data = as_multioutput(data)
     if data.Y is None:
         raise ValueError("data: Y is required to fit (got None)")
-    P, D, N = data.n_tasks, data.n_features, data.n
+    P = data.n_tasks
     check_config(P, rank=rank, prior=prior, noise=noise, likelihood=likelihood)
     if not (isinstance(max_iter, (int, np.integer)) and max_iter >= 1):
         raise ValueError(f"max_iter: must be a positive integer, got {max_iter!r}")
@@ -397,7 +252,6 @@ def fit_vem_sparse(
     hyper, free = prior_hyperparameters(prior, prior_params)
     free = np.asarray(free) & bool(learn_prior)
     ard = prior == "ard"
-    K = rank
     with jax.enable_x64(True):
         X = jnp.asarray(data.X, jnp.float64)
         Y = jnp.asarray(data.Y, jnp.float64)
@@ -405,20 +259,11 @@ def fit_vem_sparse(
         Q = int(b_np.max()) + 1
         Dq = jnp.asarray(np.bincount(b_np, minlength=Q), jnp.float64)
         XtX = X.T @ X
+        cfg = {"rank": rank, "hyper": hyper, "ard": ard, "ridge": ridge}
         if likelihood == "bernoulli":
-            from bayesmtl.inference import vem_sparse_logit
-
-            s = vem_sparse_logit._init_state(X, Y, XtX, K, Q, hyper, ard, ridge)
-            step, args = vem_sparse_logit._step_jit, (X, Y, XtX, b, Dq, ard)
+            s, step, args = bernoulli_start(X, Y, XtX, b, Dq, **cfg)
         else:
-            # initialisation: ridge fit, SVD for V and Z, residual covariance
-            mu0 = Y.mean(0)
-            M0 = jnp.linalg.solve(XtX + ridge * jnp.eye(D), X.T @ (Y - mu0)).T
-            R = Y - X @ M0.T - mu0
-            Sigma = R.T @ R / N + 1e-3 * jnp.eye(P) * jnp.var(Y)
-            Sigma = Sigma if noise == "full" else jnp.diag(jnp.diag(Sigma))
-            s = _initial_state(M0, mu0, K, Q, hyper, ard, Sigma=Sigma)
-            step, args = _step_jit, (X, Y, XtX, b, Dq, ard, noise == "full")
+            s, step, args = _gaussian_start(X, Y, XtX, b, Dq, noise=noise, **cfg)
         s, moments, trace, converged = _iterate(step, s, args, free, max_iter, tol)
         Eg = np.asarray(moments[0])
         W_var = np.asarray(jnp.einsum("pq,qj->pj", s.Uw**2, jnp.einsum("qjj->qj", s.Sw)))

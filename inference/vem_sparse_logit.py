@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-from bayesmtl.inference.vem_sparse import (
+from bayesmtl.inference._vem_sparse_core import (
     _elbo_given_loglik,
     _gamma_moments,
     _initial_state,
@@ -37,7 +37,7 @@ from bayesmtl.inference.vem_sparse import (
     _update_tau,
 )
 
-__all__ = ["expected_jj_bound", "jj_lambda", "optimal_xi"]
+__all__ = ["bernoulli_start", "expected_jj_bound", "jj_lambda", "optimal_xi"]
 
 
 def jj_lambda(xi):
@@ -171,3 +171,46 @@ def _init_state(X, Y, XtX, rank, Q, hyper, ard, ridge) -> _State:
     xi0 = jnp.abs(X @ M0.T + mu0)
     return _initial_state(M0, mu0, rank, Q, hyper, ard, Sigma=None, xi=xi0)
 
+
+def bernoulli_start(X, Y, XtX, b, Dq, *, rank: int, hyper, ard: bool, ridge: float):
+    """Starting state, compiled step and its arguments for the Bernoulli VEM.
+
+    The entry `bayesmtl.inference.vem_sparse.fit_vem_sparse` uses with ``likelihood="bernoulli"``:
+    ``step(state, *args)`` returns the ELBO at ``state``, the state after one sweep and the moments
+    of the new q(gamma); the ELBO at the start itself is not defined (q(W) has no covariance yet).
+    Arrays are float64 (call it under ``jax.enable_x64``).
+
+    Parameters
+    ----------
+    X : jax.Array, shape (N, D)
+    Y : jax.Array, shape (N, P)
+        Labels in {0, 1}.
+    XtX : jax.Array, shape (D, D)
+        ``X' X``.
+    b : jax.Array of int, shape (D,)
+        Block of each feature.
+    Dq : jax.Array, shape (Q,)
+        Number of features per block.
+    rank : int
+    hyper : tuple of float
+        ``(omega, chi, phi)`` of the mixing prior (`bayesmtl.inference.vem_sparse.prior_hyperparameters`).
+    ard : bool
+        Type-II point estimates of the block precisions instead of a mixing prior.
+    ridge : float
+        Ridge penalty of the initial fit of the linearised logit.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> with jax.enable_x64(True):
+    ...     X = jnp.asarray(np.random.default_rng(0).normal(size=(20, 2)))
+    ...     Y = (X[:, :1] > 0) * jnp.ones((1, 3))
+    ...     s, step, args = bernoulli_start(X, Y, X.T @ X, jnp.array([0, 1]), jnp.ones(2), rank=1,
+    ...                                     hyper=(np.nan,) * 3, ard=True, ridge=1.0)
+    ...     _, s, _ = step(s, *args)  # the start has no q(W) covariance yet: its ELBO is -inf
+    ...     elbo, s, moments = step(s, *args)
+    >>> s.M.shape, bool(jnp.isfinite(elbo))
+    ((3, 2), True)
+    """
+    s = _init_state(X, Y, XtX, rank, Dq.shape[0], hyper, ard, ridge)
+    return s, _step_jit, (X, Y, XtX, b, Dq, ard)
