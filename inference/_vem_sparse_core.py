@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.optimize
 from bayesmtl.models.gig import GeneralizedInverseGaussian, log_bessel_kv
+from tqdm.auto import tqdm
 
 __all__: list[str] = []
 
@@ -171,20 +172,25 @@ def _initial_state(M0, mu0, rank, Q, hyper, ard, Sigma=None, xi=None) -> _State:
     return jax.tree.map(lambda x: jnp.asarray(x, jnp.float64), s)
 
 
-def _iterate(step, s: _State, args, free, max_iter: int, tol: float):
+def _iterate(step, s: _State, args, free, max_iter: int, tol: float, *,
+             progress_bar: bool = False, desc: str = "VEM"):
     """Alternate the compiled ``step`` (ELBO, then one sweep) with the type-II hyperparameter step
-    until the ELBO's relative rise falls below ``tol``."""
+    until the ELBO's relative rise falls below ``tol``; ``progress_bar`` shows the iterations with
+    the current ELBO."""
     trace, converged = [], False
     _, s, moments = step(s, *args)  # the first sweep (the initial ELBO is not recorded)
-    for it in range(max_iter):
-        if free.any():
-            s = _update_hyper(s, free, moments)  # leaves q(gamma), hence `moments`, unchanged
-        # the ELBO of s (after sweep it + 1 and the hyperparameter step) and the next sweep,
-        # which is kept only if the loop goes on
-        elbo, s_next, moments_next = step(s, *args)
-        trace.append(float(elbo))
-        converged = it > 0 and abs(trace[-1] - trace[-2]) < tol * abs(trace[-1])
-        if converged or it == max_iter - 1:
-            break
-        s, moments = s_next, moments_next
+    with tqdm(total=max_iter, desc=desc, disable=not progress_bar, leave=False) as bar:
+        for it in range(max_iter):
+            if free.any():
+                s = _update_hyper(s, free, moments)  # leaves q(gamma), hence `moments`, unchanged
+            # the ELBO of s (after sweep it + 1 and the hyperparameter step) and the next sweep,
+            # which is kept only if the loop goes on
+            elbo, s_next, moments_next = step(s, *args)
+            trace.append(float(elbo))
+            bar.update(1)
+            bar.set_postfix(elbo=f"{trace[-1]:.6g}", refresh=False)
+            converged = it > 0 and abs(trace[-1] - trace[-2]) < tol * abs(trace[-1])
+            if converged or it == max_iter - 1:
+                break
+            s, moments = s_next, moments_next
     return s, moments, trace, converged

@@ -26,7 +26,9 @@ import numpy as np
 import optax
 from bayesmtl.data.taskdata import TaskData
 from bayesmtl.inference.empirical_bayes_init import _initial_params, nuts_init_values
+from bayesmtl.inference.runtime import quiet
 from bayesmtl.models.task_clustering import hidden_features, task_design, validate_config
+from tqdm.auto import tqdm
 
 __all__ = [
     "EBResult",
@@ -273,7 +275,8 @@ def fit_empirical_bayes(data: TaskData, *, prior: str = "clustering", n_clusters
                         tol: float = 1e-6, n_init: int = 3, ridge: float = 1e-3,
                         gate_l2: float = 1e-2, gate_steps: int = 50, lr_gates: float = 0.05,
                         w_steps: int = 20, lr_w: float = 0.01, min_noise_var: float = 1e-6,
-                        key=None, init: dict | None = None) -> EBResult:
+                        key=None, init: dict | None = None,
+                        progress_bar: bool | None = None) -> EBResult:
     """Fit a Bakker & Heskes prior by empirical Bayes (the paper's route).
 
     ``A_i`` are integrated out in closed form; ``W`` (for ``hidden > 0``), the prior's means,
@@ -303,6 +306,10 @@ def fit_empirical_bayes(data: TaskData, *, prior: str = "clustering", n_clusters
         PRNG key for ``W``'s initialisation and k-means (default ``jax.random.key(0)``).
     init : dict, optional
         Starting ``params`` (as in `EBResult.params`); skips k-means.
+    progress_bar : bool, optional
+        Show the EM iterations of each start with the current log evidence (a tqdm bar on stderr,
+        cleared when done). ``None``: shown unless `bayesmtl.inference.runtime.quiet` (the ``CI``
+        environment variable).
 
     Returns
     -------
@@ -327,6 +334,9 @@ def fit_empirical_bayes(data: TaskData, *, prior: str = "clustering", n_clusters
     for name, v in (("ridge", ridge), ("gate_l2", gate_l2), ("tol", tol)):
         if not np.isfinite(v) or v < 0:
             raise ValueError(f"{name}: must be finite and >= 0, got {v!r}")
+    if progress_bar is not None and not isinstance(progress_bar, bool):
+        raise ValueError(f"progress_bar: must be True, False or None, got {progress_bar!r}")
+    show = (not quiet()) if progress_bar is None else progress_bar
     key = jax.random.key(0) if key is None else key
     cfg = {"prior": prior, "n_clusters": int(n_clusters), "hidden": int(hidden),
            "activation": activation, "noise": noise, "n_tasks": data.n_tasks,
@@ -339,7 +349,7 @@ def fit_empirical_bayes(data: TaskData, *, prior: str = "clustering", n_clusters
     rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel()[-1])
     best = None
     starts = [init] if init is not None else range(n_init if n_clusters > 1 else 1)
-    for s in starts:
+    for i, s in enumerate(starts):
         if isinstance(s, dict):
             params = jax.tree.map(lambda v: jnp.asarray(v, X.dtype), s)
             params = {k: params.get(k) for k in ("W", "mean", "mean_map", "cov", "log_weights",
@@ -349,12 +359,16 @@ def fit_empirical_bayes(data: TaskData, *, prior: str = "clustering", n_clusters
         else:
             params = _initial_params(X, y, task, F, cfg, jax.random.fold_in(key, s), rng)
         evs, objs = [], []
-        for _ in range(int(n_iter)):
-            params, ev, obj, *_ = step(params, X, y, task, F)
-            evs.append(float(ev))
-            objs.append(float(obj))
-            if len(objs) > 1 and objs[-1] - objs[-2] < tol * abs(objs[-1]):
-                break
+        desc = "empirical Bayes EM" + (f", start {i + 1}/{len(starts)}" if len(starts) > 1 else "")
+        with tqdm(total=int(n_iter), desc=desc, disable=not show, leave=False) as bar:
+            for _ in range(int(n_iter)):
+                params, ev, obj, *_ = step(params, X, y, task, F)
+                evs.append(float(ev))
+                objs.append(float(obj))
+                bar.update(1)
+                bar.set_postfix(log_evidence=f"{evs[-1]:.6g}", refresh=False)
+                if len(objs) > 1 and objs[-1] - objs[-2] < tol * abs(objs[-1]):
+                    break
         _, total, final_obj, joint, mu, V = step(params, X, y, task, F)  # at the final params
         final_obj = float(final_obj)
         evs.append(float(total))

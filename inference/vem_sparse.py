@@ -42,6 +42,7 @@ from bayesmtl.inference._vem_sparse_core import (
     _update_latents,
     _update_tau,
 )
+from bayesmtl.inference.runtime import quiet
 from bayesmtl.inference.vem_sparse_logit import bernoulli_start
 from bayesmtl.models.sparse_mtl import as_multioutput, check_config, resolve_blocks
 
@@ -182,6 +183,7 @@ def fit_vem_sparse(
     max_iter: int = 200,
     tol: float = 1e-7,
     ridge: float = 1.0,
+    progress_bar: bool | None = None,
 ) -> VEMResult:
     """Fit the sparse multitask model by mean-field variational EM with type-II ML hyperparameters.
 
@@ -214,6 +216,9 @@ def fit_vem_sparse(
     ridge : float
         Ridge penalty of the initial least-squares fit (of ``4 (y - mean y)`` for Bernoulli labels,
         the linearised logit).
+    progress_bar : bool, optional
+        Show the iterations and the current ELBO (a tqdm bar on stderr, cleared when done).
+        ``None``: shown unless `bayesmtl.inference.runtime.quiet` (the ``CI`` environment variable).
 
     Returns
     -------
@@ -242,6 +247,9 @@ def fit_vem_sparse(
     check_config(P, rank=rank, prior=prior, noise=noise, likelihood=likelihood)
     if not (isinstance(max_iter, (int, np.integer)) and max_iter >= 1):
         raise ValueError(f"max_iter: must be a positive integer, got {max_iter!r}")
+    if progress_bar is not None and not isinstance(progress_bar, bool):
+        raise ValueError(f"progress_bar: must be True, False or None, got {progress_bar!r}")
+    show = (not quiet()) if progress_bar is None else progress_bar
     if likelihood == "bernoulli":
         y = np.asarray(data.Y, float)
         bad = ~np.isin(y, (0.0, 1.0))
@@ -264,7 +272,9 @@ def fit_vem_sparse(
             s, step, args = bernoulli_start(X, Y, XtX, b, Dq, **cfg)
         else:
             s, step, args = _gaussian_start(X, Y, XtX, b, Dq, noise=noise, **cfg)
-        s, moments, trace, converged = _iterate(step, s, args, free, max_iter, tol)
+        s, moments, trace, converged = _iterate(
+            step, s, args, free, max_iter, tol, progress_bar=show,
+            desc="VEM (Bernoulli)" if likelihood == "bernoulli" else "VEM")
         Eg = np.asarray(moments[0])
         W_var = np.asarray(jnp.einsum("pq,qj->pj", s.Uw**2, jnp.einsum("qjj->qj", s.Sw)))
         # E[V V'] = V_bar V_bar' + tr(Vc) I (rows of V independent with covariance Vc)

@@ -192,3 +192,21 @@ def test_nuts_init_values_reproduce_the_eb_mixture(clustered_fit):
     np.testing.assert_allclose(cov, np.asarray(clustered_fit.params["cov"]), rtol=1e-4,
                                atol=1e-6)
     np.testing.assert_allclose(np.asarray(v["weights"]).sum(), 1.0, rtol=1e-5)
+
+
+def test_progress_bar_writes_to_stderr_only_when_asked(clustered, capsys, monkeypatch):
+    """A tqdm bar per EM start on stderr with ``progress_bar=True``; nothing with False (or with
+    None under CI); the fit itself is the same either way."""
+    kw = {"prior": "clustering", "n_clusters": 3, "n_iter": 4, "n_init": 2}
+    with jax.enable_x64(True):
+        shown = fit_empirical_bayes(clustered[0], progress_bar=True, **kw)
+        err = capsys.readouterr().err
+        assert "empirical Bayes EM, start 1/2" in err and "start 2/2" in err
+        hidden = fit_empirical_bayes(clustered[0], progress_bar=False, **kw)
+        assert capsys.readouterr().err == ""
+        monkeypatch.setenv("CI", "true")
+        fit_empirical_bayes(clustered[0], **kw)
+        assert capsys.readouterr().err == ""
+    np.testing.assert_array_equal(shown.log_evidence_trace, hidden.log_evidence_trace)
+    with pytest.raises(ValueError, match="progress_bar"):
+        fit_empirical_bayes(clustered[0], progress_bar="yes", **kw)

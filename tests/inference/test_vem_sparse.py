@@ -221,3 +221,18 @@ def test_gaussian_and_bernoulli_modules_share_a_core_and_not_each_others_private
     assert _cross_imports(old, bern) == (False, ["_init_state"])
     assert _cross_imports("from bayesmtl.inference.vem_sparse import _State, prior_hyperparameters",
                           gauss) == (False, ["_State"])
+
+
+def test_progress_bar_writes_to_stderr_only_when_asked(sim, capsys, monkeypatch):
+    """A tqdm bar of the VEM iterations on stderr with ``progress_bar=True``; nothing with False
+    (or with None under CI); the ELBO trace is the same either way."""
+    shown = fit_vem_sparse(sim[0], rank=1, max_iter=5, progress_bar=True)
+    assert "VEM" in capsys.readouterr().err
+    hidden = fit_vem_sparse(sim[0], rank=1, max_iter=5, progress_bar=False)
+    assert capsys.readouterr().err == ""
+    monkeypatch.setenv("CI", "true")
+    fit_vem_sparse(sim[0], rank=1, max_iter=5)
+    assert capsys.readouterr().err == ""
+    np.testing.assert_array_equal(shown.elbo, hidden.elbo)
+    with pytest.raises(ValueError, match="progress_bar"):
+        fit_vem_sparse(sim[0], rank=1, progress_bar=1)

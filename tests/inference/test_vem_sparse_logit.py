@@ -224,3 +224,12 @@ def test_bad_inputs_raise(sim):
                            rank=1, likelihood="bernoulli")
     with pytest.raises(ValueError, match="likelihood"):
         fit_vem_sparse(train, rank=1, likelihood="poisson")
+
+
+def test_progress_bar_writes_to_stderr_only_when_asked(sim, capsys):
+    kw = {"rank": 1, "prior": "laplace", "likelihood": "bernoulli", "max_iter": 5}
+    shown = fit_vem_sparse(sim[0], progress_bar=True, **kw)
+    assert "VEM (Bernoulli)" in capsys.readouterr().err
+    hidden = fit_vem_sparse(sim[0], progress_bar=False, **kw)
+    assert capsys.readouterr().err == ""
+    np.testing.assert_array_equal(shown.elbo, hidden.elbo)
