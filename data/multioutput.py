@@ -22,6 +22,7 @@ from dataclasses import dataclass, replace
 
 import jax
 import numpy as np
+from bayesmtl.data.datasets import load_grunfeld
 from bayesmtl.data.taskdata import TaskData, _as_float_2d
 
 __all__ = ["LAYOUTS", "MultiOutputData", "load_grunfeld_sur", "to_multioutput"]
@@ -236,6 +237,8 @@ def load_grunfeld_sur(*, firms: Sequence[str] | None = None, standardize: bool =
     MultiOutputData
         ``Y (20, P)`` gross investment per firm, ``X (20, 2P)`` every firm's market value and capital
         stock, ``feature_blocks`` pairing each firm's two columns; features named ``"<firm>:value"``.
+        Firms come in the order given (default: statsmodels', General Motors first); otherwise this
+        is `MultiOutputData.from_panel` of ``load_grunfeld(log=False)``.
 
     Examples
     --------
@@ -243,23 +246,23 @@ def load_grunfeld_sur(*, firms: Sequence[str] | None = None, standardize: bool =
     >>> d.n, d.n_tasks, d.n_features
     (20, 11, 22)
     """
-    import statsmodels.api as sm
-
-    df = sm.datasets.grunfeld.load_pandas().data
-    all_firms = list(dict.fromkeys(df["firm"].astype(str)))
+    panel = load_grunfeld(log=False)  # firms sorted by name; keep statsmodels' order by default
+    names = list(panel.task_names)
+    first_rows = np.sort(np.unique(panel.task, return_index=True)[1])
+    all_firms = [names[panel.task[i]] for i in first_rows]
     firms = all_firms if firms is None else [str(f) for f in firms]
     unknown = [f for f in firms if f not in all_firms]
     if unknown:
         raise ValueError(f"firms: unknown firm(s) {unknown}; available {all_firms}")
-    wide = df.pivot_table(index="year", columns="firm", values=["invest", "value", "capital"])
-    Y = wide["invest"][firms].to_numpy(float)
-    X = np.column_stack([wide[v][f].to_numpy(float) for f in firms for v in ("value", "capital")])
+    rows = [np.flatnonzero(panel.task == names.index(f)) for f in firms]
+    chosen = TaskData(X=panel.X[np.concatenate(rows)], y=panel.y[np.concatenate(rows)],
+                      task=np.repeat(np.arange(len(firms)), [r.size for r in rows]),
+                      feature_names=panel.feature_names, task_names=firms)
+    data = MultiOutputData.from_panel(chosen)  # year rows, each firm's (value, capital) a block
     if standardize:
-        X = (X - X.mean(0)) / X.std(0)
-        Y = (Y - Y.mean(0)) / Y.std(0)
-    names = [f"{f}:{v}" for f in firms for v in ("value", "capital")]
-    return MultiOutputData(X=X, Y=Y, feature_names=names, task_names=firms,
-                           feature_blocks=np.repeat(np.arange(len(firms)), 2))
+        X, Y = data.X, np.ascontiguousarray(data.Y)  # Y is a transposed view; C order as before
+        data = replace(data, X=(X - X.mean(0)) / X.std(0), Y=(Y - Y.mean(0)) / Y.std(0))
+    return data
 
 
 def to_multioutput(data, *, layout: str = "auto") -> MultiOutputData:
