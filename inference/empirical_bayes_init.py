@@ -3,30 +3,27 @@ and NUTS start values taken from an empirical-Bayes result (helpers of ``empiric
 
 from __future__ import annotations
 
+import warnings
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 from bayesmtl.models.task_clustering import hidden_features
+from scipy.cluster.vq import kmeans2
 
 __all__ = ["nuts_init_values"]
 
 
-def _kmeans(points: np.ndarray, k: int, rng: np.random.Generator, iters: int = 50) -> np.ndarray:
-    """Labels from k-means++ seeding plus Lloyd iterations (numpy; a few tasks, cheap)."""
-    centres = [points[rng.integers(len(points))]]
-    for _ in range(1, k):
-        d2 = np.min([((points - c) ** 2).sum(1) for c in centres], axis=0)
-        prob = d2 / d2.sum() if d2.sum() > 0 else np.full(len(points), 1 / len(points))
-        centres.append(points[rng.choice(len(points), p=prob)])
-    centres = np.array(centres)
-    for _ in range(iters):
-        labels = np.argmin(((points[:, None] - centres[None]) ** 2).sum(-1), axis=1)
-        new = np.array([points[labels == a].mean(0) if (labels == a).any() else centres[a]
-                        for a in range(k)])
-        if np.allclose(new, centres):
-            break
-        centres = new
-    return labels
+def _kmeans_labels(points: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """k-means labels (k-means++ seeding, 50 Lloyd steps) of the per-task weight estimates.
+
+    A cluster left empty (fewer distinct tasks than clusters) keeps its seed; the caller starts it
+    at the overall mean, so scipy's warnings about it (and about the degenerate k-means++
+    probabilities of identical points) are silenced.
+    """
+    with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
+        warnings.filterwarnings("ignore", message="One of the clusters is empty")
+        return kmeans2(points, k, iter=50, minit="++", seed=rng)[1]
 
 
 def _initial_params(X, y, task, F, cfg, key, rng):
@@ -56,7 +53,7 @@ def _initial_params(X, y, task, F, cfg, key, rng):
         params.update(mean_map=jnp.asarray(M, X.dtype), mean=jnp.zeros((1, p), X.dtype),
                       cov=jnp.asarray(np.cov(dev.T) + 0.1 * eye, X.dtype)[None])
         return params
-    labels = _kmeans(mu0, C, rng) if C > 1 else np.zeros(T, int)
+    labels = _kmeans_labels(mu0, C, rng) if C > 1 else np.zeros(T, int)
     means = np.array([mu0[labels == a].mean(0) if (labels == a).any() else mu0.mean(0)
                       for a in range(C)])
     spread = np.cov(mu0.T) / C**2 + 0.05 * eye if T > 1 else eye

@@ -7,7 +7,7 @@
 * `evidence_loo_table` and `plot_evidence_vs_loo`: model choice by the empirical-Bayes log evidence
   and by PSIS-LOO from the full posterior, side by side (each as a difference from its best model).
 
-Only numpy, pandas and matplotlib are used here; the fits come from
+Only numpy, scipy, pandas and matplotlib are used here; the fits come from
 `bayesmtl.inference.empirical_bayes` and `bayesmtl.inference.fit`.
 """
 
@@ -18,15 +18,10 @@ from pathlib import Path
 
 import numpy as np
 from bayesmtl.inference.plots import _mpl
+from scipy.special import softmax
 
 __all__ = ["evidence_loo_table", "gate_curves", "gate_probabilities", "plot_evidence_vs_loo",
            "plot_gates"]
-
-
-def _softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
 
 
 def _check_gates(gates, task_features, intercept: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -59,7 +54,7 @@ def gate_probabilities(gates, task_features, *, intercept: bool = True) -> np.nd
     U, F = _check_gates(gates, task_features, intercept)
     if intercept:
         F = np.column_stack([np.ones(len(F)), F])
-    return _softmax(F @ U)
+    return softmax(F @ U, axis=-1)
 
 
 def gate_curves(gates, task_features, *, feature: int = 0, intercept: bool = True,
@@ -85,7 +80,7 @@ def gate_curves(gates, task_features, *, feature: int = 0, intercept: bool = Tru
     G[:, feature] = grid
     if intercept:
         G = np.column_stack([np.ones(grid.size), G])
-    return grid, _softmax(G @ U)
+    return grid, softmax(G @ U, axis=-1)
 
 
 def plot_gates(gates, task_features, path: str | Path | None = None, *, feature: int = 0,

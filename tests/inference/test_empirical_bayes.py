@@ -210,3 +210,38 @@ def test_progress_bar_writes_to_stderr_only_when_asked(clustered, capsys, monkey
     np.testing.assert_array_equal(shown.log_evidence_trace, hidden.log_evidence_trace)
     with pytest.raises(ValueError, match="progress_bar"):
         fit_empirical_bayes(clustered[0], progress_bar="yes", **kw)
+
+
+def test_kmeans_start_separates_well_separated_tasks_reproducibly():
+    from bayesmtl.inference.empirical_bayes_init import _kmeans_labels
+
+    rng = np.random.default_rng(3)
+    centres = np.array([[-6.0, 0.0], [0.0, 6.0], [6.0, 0.0]])
+    truth = np.repeat(np.arange(3), 5)
+    points = centres[truth] + 0.3 * rng.normal(size=(15, 2))
+    for seed in range(5):
+        labels = _kmeans_labels(points, 3, np.random.default_rng(seed))
+        assert adjusted_rand_index(truth, labels) == 1.0, seed
+    np.testing.assert_array_equal(_kmeans_labels(points, 3, np.random.default_rng(7)),
+                                  _kmeans_labels(points, 3, np.random.default_rng(7)))
+
+
+def test_kmeans_start_with_fewer_distinct_tasks_than_clusters_is_quiet_and_valid():
+    """Identical tasks leave clusters empty: no warnings, every label a valid cluster, and the
+    empty clusters start at the overall mean."""
+    import warnings
+
+    from bayesmtl.inference.empirical_bayes_init import _initial_params, _kmeans_labels
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        labels = _kmeans_labels(np.ones((4, 2)), 3, np.random.default_rng(0))
+        assert labels.shape == (4,) and set(labels.tolist()) <= {0, 1, 2}
+        X = np.tile([[1.0], [-1.0]], (2, 1))
+        y, task = np.array([1.0, -1.0, 1.0, -1.0]), np.array([0, 0, 1, 1])
+        cfg = {"n_tasks": 2, "n_clusters": 3, "hidden": 0, "activation": "tanh",
+               "prior": "clustering", "min_noise_var": 1e-6}
+        params = _initial_params(jnp.asarray(X), jnp.asarray(y), jnp.asarray(task), None, cfg,
+                                 jax.random.key(0), np.random.default_rng(0))
+    assert np.all(np.isfinite(np.asarray(params["mean"])))
+    assert np.asarray(params["mean"]).shape == (3, 2)
