@@ -176,14 +176,33 @@ def test_task_features_with_wrong_row_count_raise():
                  task_features=np.ones((3, 2)))
 
 
-def test_sorted_normal_prior_is_the_order_statistics_of_normals():
+def test_sorted_normal_density_integrates_to_one_and_matches_its_draws():
+    """SortedNormal(loc, scale, 2): the density ``2 N(y1) N(y2)`` integrates to one over its support
+    ``y1 < y2``, and the mean and covariance of its draws match the density's (double integrals),
+    whose ``E[y2]`` is the known ``E[max] = loc + scale / sqrt(pi)``."""
     from bayesmtl.models.task_clustering import SortedNormal
-    d = SortedNormal(0.0, 1.0, 2)
-    y = np.asarray(d.sample(jax.random.key(8), (20000,)))
+    from scipy.integrate import dblquad
+
+    loc, scale, n = 0.5, 1.5, 20000
+    d = SortedNormal(loc, scale, 2)
+    with jax.enable_x64(True):
+        density = jax.jit(lambda y1, y2: jnp.exp(d.log_prob(jnp.stack([y1, y2]))))
+
+        def expect(f):  # integral of f(y1, y2) * density over the support -inf < y1 < y2 < inf
+            return dblquad(lambda y2, y1: f(y1, y2) * float(density(y1, y2)), -np.inf, np.inf,
+                           lambda y1: y1, np.inf, epsabs=1e-8, epsrel=1e-6)[0]
+
+        assert abs(expect(lambda a, b: 1.0) - 1.0) < 1e-6
+        m = np.array([expect(lambda a, b: a), expect(lambda a, b: b)])
+        second = [[expect(lambda a, b: a * a), expect(lambda a, b: a * b)],
+                  [expect(lambda a, b: a * b), expect(lambda a, b: b * b)]]
+    cov = np.array(second) - np.outer(m, m)
+    assert abs(m[1] - (loc + scale / np.sqrt(np.pi))) < 1e-6
+    y = np.asarray(d.sample(jax.random.key(8), (n,)), float)
     assert np.all(y[:, 1] > y[:, 0])
-    # E[max of two standard normals] = 1/sqrt(pi); MC sd of the mean ~ 0.83/sqrt(2e4) = 0.006
-    assert abs(y[:, 1].mean() - 1 / np.sqrt(np.pi)) < 0.025
-    # density 2 N(y1) N(y2) integrates to one over y1 < y2
-    v = np.array([-0.3, 0.4])
-    expected = np.log(2) + multivariate_normal(np.zeros(2), np.eye(2)).logpdf(v)
-    np.testing.assert_allclose(float(d.log_prob(jnp.asarray(v))), expected, rtol=1e-5)
+    # within 4 Monte Carlo standard errors: sd / sqrt(n) for the means (~0.008), and the sd of the
+    # centred products over sqrt(n) for the covariance entries (~0.01)
+    assert np.all(np.abs(y.mean(0) - m) < 4 * np.sqrt(np.diag(cov) / n)), (y.mean(0), m)
+    r = y - y.mean(0)
+    se_cov = np.sqrt(np.var(r[:, :, None] * r[:, None, :], axis=0) / n)
+    assert np.all(np.abs(np.cov(y.T) - cov) < 4 * se_cov), (np.cov(y.T), cov)
