@@ -245,3 +245,37 @@ def test_kmeans_start_with_fewer_distinct_tasks_than_clusters_is_quiet_and_valid
                                  jax.random.key(0), np.random.default_rng(0))
     assert np.all(np.isfinite(np.asarray(params["mean"])))
     assert np.asarray(params["mean"]).shape == (3, 2)
+
+
+@pytest.mark.parametrize("kw", [
+    {"prior": "gaussian"},
+    {"prior": "task_mean", "noise": "task"},
+    {"prior": "gating", "n_clusters": 2, "hidden": 1},
+], ids=["gaussian", "task_mean", "gating-hidden"])
+def test_nuts_init_values_of_the_other_priors_are_in_the_support_with_finite_log_density(kw):
+    """Beyond the clustering prior: for the single Gaussian (non-centred ``A``), the task-dependent
+    mean and the gated mixture with a hidden layer, every value is a latent site of
+    `task_clustering_model`, lies in that site's support, and the model's log density there (with
+    the non-centred ``A_raw`` the fit leaves to NUTS set to 0) is finite."""
+    from bayesmtl.inference.empirical_bayes import nuts_init_values
+    from bayesmtl.models.task_clustering import task_clustering_model
+    from numpyro import handlers
+    from numpyro.infer.util import log_density
+
+    sim = {"n_clusters": kw.get("n_clusters", 1), "hidden": kw.get("hidden", 0)}
+    data, _ = simulate(jax.random.key(2), prior=kw["prior"], n_tasks=8, n_per_task=6, **sim)
+    values = nuts_init_values(fit_empirical_bayes(data, n_iter=5, n_init=1, **kw))
+    params = dict(values)
+    if kw["prior"] in ("gaussian", "task_mean"):
+        assert "A" not in values
+        p = values["cov_scale"].shape[-1]
+        params["A_raw"] = jnp.zeros((data.n_tasks, p))
+    tr = handlers.trace(handlers.substitute(task_clustering_model, data=params)).get_trace(
+        data, y=data.y, **kw)
+    latent = {n: s for n, s in tr.items() if s["type"] == "sample" and not s["is_observed"]}
+    assert set(values) <= set(latent) and set(params) == set(latent), (set(values), set(latent))
+    for name in values:
+        inside = latent[name]["fn"].support(jnp.asarray(values[name]))
+        assert bool(jnp.all(inside)), name
+    logp, _ = log_density(task_clustering_model, (data,), {"y": data.y, **kw}, params)
+    assert np.isfinite(float(logp))
