@@ -6,8 +6,8 @@ for its conditional:
 
 * ``_draw_w_gaussian``: ``W | tree, mu0, Lambda, noise, y`` for the Gaussian likelihood (dense
   precision ``C^-1 (x) Lambda^-1 + blockdiag(X_k'X_k / noise^2)``);
-* ``_draw_w_bernoulli``: an independence Metropolis-Hastings step for the Bernoulli likelihood whose
-  proposal is the Laplace approximation at the conditional mode;
+* ``_polya_gamma_precisions``: the Polya-Gamma augmentation that turns the Bernoulli likelihood
+  into a Gaussian one in ``W`` given ``omega``;
 * ``_lam_mu0``: the conjugate ``(Lambda, mu0) | W, tree`` from the message sufficient statistics;
 * ``_noise``: ``noise^2 | W, y ~ GIG((1-n)/2, 1, SSR)`` under a ``HalfNormal(1)`` noise prior;
 * ``_scale_move``: the joint rescaling of merge times and ``Lambda`` (and of a learnt leaf
@@ -35,6 +35,7 @@ from bayesmtl.models.coalescent import (
     upward_messages,
 )
 from bayesmtl.models.latent_hierarchy import LEAF_VAR_PRIOR_SCALE, mean_sharing_log_evidence
+from polyagamma import random_polyagamma
 from scipy import stats
 from tqdm.auto import tqdm
 
@@ -119,64 +120,12 @@ def _segsum(values, seg):
     return out
 
 
-@jax.jit
-def _bern_logpost(v, x, y, task, q, m):
-    eta = jnp.sum(x * v.reshape(-1, x.shape[1])[task], 1)
-    return jnp.sum(y * eta - jnp.logaddexp(0.0, eta)) - 0.5 * (v - m) @ q @ (v - m)
-
-
-@jax.jit
-def _bern_newton(v, x, y, task, c, lam, m):
-    """Log density, Newton step and Cholesky factor of the negative Hessian at ``v``."""
-    k, d = c.shape[0], x.shape[1]
-    eta = jnp.sum(x * v.reshape(k, d)[task], 1)
-    pr = jax.nn.sigmoid(eta)
-    hb = jax.ops.segment_sum((pr * (1 - pr))[:, None, None] * x[:, :, None] * x[:, None, :],
-                             task, k)  # fmt: skip
-    h, _, _ = _precision(c, lam, hb)
-    q, _, _ = _precision(c, lam, jnp.zeros_like(hb))
-    g = jax.ops.segment_sum(x * (y - pr)[:, None], task, k).ravel() - q @ (v - m)
-    chol = jnp.linalg.cholesky(h)
-    return _bern_logpost(v, x, y, task, q, m), jax.scipy.linalg.cho_solve((chol, True), g), chol, q
-
-
-def _draw_w_bernoulli(rng, w, c, lam, mu0, data):
-    """Independence MH with the Laplace approximation of ``p(W | ...)`` as proposal."""
-    k, d = w.shape
-    x, y, task = (jnp.asarray(a) for a in (data.X, data.y, data.task))
-    c, lam = jnp.asarray(c), jnp.asarray(lam)
-    m = jnp.tile(jnp.asarray(mu0), k)
-    mode = jnp.asarray(w.ravel())
-    f, step, chol, q = _bern_newton(mode, x, y, task, c, lam, m)
-    for _ in range(30):
-        a = 1.0
-        while float(_bern_logpost(mode + a * step, x, y, task, q, m)) < float(f) - 1e-12:
-            a *= 0.5
-            if a < 1e-4:
-                break
-        mode = mode + a * step
-        f_new, step, chol, q = _bern_newton(mode, x, y, task, c, lam, m)
-        done = abs(float(f_new) - float(f)) < 1e-10 * (1 + abs(float(f)))
-        f = f_new
-        if done:
-            break
-    chol, mode = np.asarray(chol), np.asarray(mode)
-    prop = mode + np.linalg.solve(chol.T, rng.normal(size=k * d))
-
-    def logq(v):
-        z = chol.T @ (v - mode)
-        return -0.5 * z @ z
-
-    cur = w.ravel()
-    log_a = (
-        float(_bern_logpost(jnp.asarray(prop), x, y, task, q, m))
-        - float(_bern_logpost(jnp.asarray(cur), x, y, task, q, m))
-        + logq(cur)
-        - logq(prop)
-    )
-    if np.log(rng.uniform()) < log_a:
-        return prop.reshape(k, d), True
-    return w, False
+def _polya_gamma_precisions(rng, w, x, xxt, task, seg):
+    """Bernoulli likelihood: ``omega_n ~ PG(1, x_n'w_task)`` (``polyagamma``'s exact sampler) and
+    the per-task ``sum_n omega_n x_n x_n'`` ``(K, D, D)`` that, with ``h_k = sum_n (y_n - 1/2) x_n``,
+    makes the likelihood given ``omega`` Gaussian in ``W`` (``xxt``: per-row outer products)."""
+    omega = random_polyagamma(1.0, np.sum(x * w[task], 1), random_state=rng)
+    return _segsum(omega[:, None, None] * xxt, seg)
 
 
 def _kingman_log_prob(times, k):

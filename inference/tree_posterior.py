@@ -5,28 +5,31 @@ Model (`bayesmtl.models.latent_hierarchy.mean_sharing`): ``Lambda ~ IW(s2 I, D+1
 (Brownian diffusion, ``C_kl = root_var + t_root - t_LCA``), ``y ~ N(x'w_task, noise^2)`` with
 ``noise ~ HalfNormal(1)`` (or fixed), or ``y ~ Bernoulli(sigmoid(x'w_task))``.
 
-Each sweep of the sampler (Metropolis-within-Gibbs, every step exact for its conditional):
+Each sweep of the sampler is partially collapsed Gibbs, every step exact for its conditional:
 
-1. ``W | tree, mu0, Lambda, noise, y``: Gaussian for the Gaussian likelihood, drawn exactly
-   (precision ``C^-1 (x) Lambda^-1 + blockdiag(X_k'X_k / noise^2)``); for the Bernoulli likelihood an
-   independence Metropolis-Hastings step whose proposal is the Laplace approximation at the
-   conditional mode (Newton), which is exact in its acceptance ratio.
-2. ``(Lambda, mu0) | W, tree``: conjugate. The upward messages factor the Brownian density into
+0. Bernoulli only: Polya-Gamma augmentation (Polson, Scott & Windle 2013). ``omega_n | W ~
+   PG(1, x_n'w_task)``; given ``omega`` the likelihood is Gaussian in ``W``,
+   ``exp((y_n - 1/2) eta_n - omega_n eta_n^2 / 2)``, so every later step is the Gaussian one with
+   leaf factors ``J_k = sum_n omega_n x_n x_n'``, ``h_k = sum_n (y_n - 1/2) x_n`` (noise 1).
+1. ``tree | Lambda, noise, y`` with ``W`` and ``mu0`` integrated out (`mean_sharing_log_evidence`,
+   one upward pass of Gaussian messages per proposal): ``tree_steps`` Metropolis-Hastings steps of
+   `tree_mh_step` (node times, root time, narrow exchange, time-preserving prune-and-regraft).
+2. ``scale_moves`` rescalings of ``Lambda`` and of (times, ``Lambda``), again with ``W`` and ``mu0``
+   integrated, which cross the ridge between the tree height and the scale of ``Lambda``.
+3. ``W | tree, Lambda, noise, y`` (``mu0`` integrated): Gaussian with precision
+   ``(C + 11')^-1 (x) Lambda^-1 + blockdiag(J_k)``, drawn exactly.
+4. ``(Lambda, mu0) | W, tree``: conjugate. The upward messages factor the Brownian density into
    ``K-1`` local evidences ``N(d_i; 0, s_i Lambda)`` and the root term ``N(m_root; mu0, s_r Lambda)``,
    so ``Lambda ~ IW(s2 I + sum_i d_i d_i'/s_i + m m'/(1 + s_r), D+1+K)`` and
    ``mu0 | Lambda ~ N(m/(1 + s_r), s_r/(1 + s_r) Lambda)``.
-3. ``noise^2 | W, y ~ GIG((1-n)/2, 1, SSR)`` (exact for the half-normal prior on ``noise``).
-4. ``tree | W, mu0, Lambda``: ``tree_steps`` Metropolis-Hastings steps of `tree_mh_step` (node
-   times, narrow exchange, time-preserving prune-and-regraft), the internal node values
-   marginalised exactly by the messages.
 5. a joint scale move on ``(times, Lambda) | W, mu0``: ``times -> c times``, ``Lambda -> Lambda / c``
-   with ``log c ~ U(-0.5, 0.5)`` (Jacobian ``c^(K-1-D(D+1)/2)``). The leaf covariance
-   ``C (x) Lambda`` is nearly invariant along this ridge, which Gibbs steps cross slowly.
+   with ``log c ~ U(-0.5, 0.5)`` (Jacobian ``c^(K-1-D(D+1)/2)``).
+6. Gaussian, noise sampled: ``noise^2 | W, y ~ GIG((1-n)/2, 1, SSR)`` (exact for the half-normal
+   prior on ``noise``).
 
 With ``leaf_var=None`` (an extension: every leaf's branch lengthened by a learnt ``leaf_var ~
 HalfCauchy(1)``, so ``C -> C + leaf_var I``) the scale moves also rescale ``leaf_var`` with the
-times, and a log-scale random walk on ``leaf_var`` alone joins them (W integrated for the Gaussian
-likelihood, given W for the Bernoulli one).
+times, and log-scale random walks on ``leaf_var`` alone join steps 2 and 5.
 
 Several chains start from independent Kingman trees; tree convergence is the ASDSF between chains
 (`bayesmtl.inference.tree_mcmc.asdsf`), continuous convergence ArviZ's R-hat. The conditional draws
@@ -44,16 +47,17 @@ import jax.numpy as jnp
 import numpy as np
 from bayesmtl.data import TaskData
 from bayesmtl.inference.tree_gibbs import (
-    _brown,
     _collapsed,
     _collapsed_scale_moves,
     _cov_and_messages,
-    _draw_w_bernoulli,
     _draw_w_gaussian,
     _init,
     _lam_mu0,
     _noise,
+    _polya_gamma_precisions,
     _scale_move,
+    _segments,
+    _segsum,
     _stats,
     _sweeps,
     _tree_moves,
@@ -343,60 +347,56 @@ def _datatree(samples, data):
 
 
 def _run_chain(rng, data, cfg, n_warmup, n_samples, thin, steps, init):
-    """One chain. Gaussian: a partially collapsed Gibbs sweep, tree | Lambda, noise, y (W and mu0
-    integrated, `mean_sharing_log_evidence`) -> W | tree, Lambda, noise, y (mu0 integrated) ->
-    (Lambda, mu0) | W, tree -> scale move -> noise | W. Bernoulli: W | tree, mu0, Lambda, y ->
-    (Lambda, mu0) | W, tree -> tree | W, mu0, Lambda (messages) -> scale move."""
+    """One chain of partially collapsed Gibbs sweeps: [Bernoulli: omega | W (Polya-Gamma)] ->
+    tree | Lambda, y (W and mu0 integrated, `mean_sharing_log_evidence`) -> collapsed scale moves
+    -> W | tree, Lambda, y (mu0 integrated) -> (Lambda, mu0) | W, tree -> scale move given W ->
+    [Gaussian: noise | W]. For the Bernoulli likelihood every "given y" reads "given omega, y":
+    the Polya-Gamma identity makes the likelihood Gaussian in W with leaf factors
+    ``J_k = sum_n omega_n x_n x_n'``, ``h_k = sum_n (y_n - 1/2) x_n``."""
     k, d = data.n_tasks, data.n_features
     lik, root_var, s2 = cfg["likelihood"], cfg["root_var"], cfg["s2"]
     learn_leaf = cfg.get("leaf_var", 0.0) is None
     lv = 1.0 if learn_leaf else float(cfg.get("leaf_var", 0.0))  # HalfCauchy(1)'s median
-    gaussian = lik == "gaussian" or data.y is None
+    polya_gamma = lik == "bernoulli" and data.y is not None
     xtx, xty = _stats(data)
     if data.y is None:
         xtx, xty = xtx * 0, xty * 0
     yty = np.bincount(data.task, data.y**2, k) if data.y is not None else np.zeros(k)
     n_rows = np.bincount(data.task, minlength=k) if data.y is not None else np.zeros(k)
     w, tree = _init(rng, data, cfg, xtx, xty, init)
-    noise = 1.0 if cfg["noise_scale"] is None else float(cfg["noise_scale"])
+    if polya_gamma:  # omega-weighted statistics replace xtx; kappa = y - 1/2 replaces y
+        x = np.asarray(data.X, float)
+        seg = _segments(data.task, k)
+        xxt = x[:, :, None] * x[:, None, :]
+        xty = _segsum(x * (data.y - 0.5)[:, None], seg)
+        yty, n_rows = np.zeros(k), np.zeros(k)
+    noise = 1.0 if cfg["noise_scale"] is None or polya_gamma else float(cfg["noise_scale"])
     sample_noise = lik == "gaussian" and cfg["noise_scale"] is None
     mu0, lam = w.mean(0), s2 * np.eye(d)
     names = ("w", "mu0", "Lambda", "noise", "leaf_var", "tree_height")
     trees, draws = [], {n: [] for n in names}
-    acc = {"time": 0, "exchange": 0, "spr": 0, "root": 0, "w": 0, "scale": 0, "leaf": 0}
+    acc = {"time": 0, "exchange": 0, "spr": 0, "root": 0, "scale": 0, "leaf": 0}
     acc.update(collapsed_lambda=0, collapsed_height=0, collapsed_leaf=0)
-    scale_moves = cfg.get("scale_moves", 0) if gaussian else 0
+    scale_moves = cfg.get("scale_moves", 0)
     for it in _sweeps(n_warmup + n_samples, cfg):
-        if gaussian:
-            leaf = tuple(jnp.asarray(a) for a in leaf_evidence(xtx, xty, yty, n_rows, noise))
-            lam_j = jnp.asarray(lam)
+        if polya_gamma:
+            xtx = _polya_gamma_precisions(rng, w, x, xxt, data.task, seg)
+        leaf = tuple(jnp.asarray(a) for a in leaf_evidence(xtx, xty, yty, n_rows, noise))
+        lam_j = jnp.asarray(lam)
 
-            def loglik(tr, leaf=leaf, lam_j=lam_j, lv=lv):
-                return float(_collapsed(tr.merges, tr.times, *leaf, lam_j, root_var, lv))
+        def loglik(tr, leaf=leaf, lam_j=lam_j, lv=lv):
+            return float(_collapsed(tr.merges, tr.times, *leaf, lam_j, root_var, lv))
 
-            tree = _tree_moves(rng, tree, loglik, steps, acc)
-            if scale_moves:
-                tree, lam, lv = _collapsed_scale_moves(rng, tree, lam, leaf, s2, root_var,
-                                                       scale_moves, acc, lv, learn_leaf)
-            c, _ = _cov_and_messages(tree.merges, tree.times, jnp.asarray(w), root_var, lv)
-            w = _draw_w_gaussian(rng, c + 1.0, lam, np.zeros(d), xtx, xty, noise)
-            acc["w"] += 1
-            lam, mu0 = _lam_mu0(rng, tree, w, s2, root_var, lv)
-            tree, lam, lv = _scale_move(rng, tree, w, mu0, lam, s2, root_var, lv, learn_leaf, acc)
-            if sample_noise:
-                noise = _noise(rng, data, w)
-        else:
-            c, _ = _cov_and_messages(tree.merges, tree.times, jnp.asarray(w), root_var, lv)
-            w, ok = _draw_w_bernoulli(rng, w, c, lam, mu0, data)
-            acc["w"] += ok
-            lam, mu0 = _lam_mu0(rng, tree, w, s2, root_var, lv)
-            xw = jnp.asarray(np.linalg.solve(np.linalg.cholesky(lam), (w - mu0).T).T)
-
-            def loglik(tr, xw=xw, lv=lv):
-                return float(_brown(tr.merges, tr.times, xw, root_var, lv))
-
-            tree = _tree_moves(rng, tree, loglik, steps, acc)
-            tree, lam, lv = _scale_move(rng, tree, w, mu0, lam, s2, root_var, lv, learn_leaf, acc)
+        tree = _tree_moves(rng, tree, loglik, steps, acc)
+        if scale_moves:
+            tree, lam, lv = _collapsed_scale_moves(rng, tree, lam, leaf, s2, root_var,
+                                                   scale_moves, acc, lv, learn_leaf)  # fmt: skip
+        c, _ = _cov_and_messages(tree.merges, tree.times, jnp.asarray(w), root_var, lv)
+        w = _draw_w_gaussian(rng, c + 1.0, lam, np.zeros(d), xtx, xty, noise)
+        lam, mu0 = _lam_mu0(rng, tree, w, s2, root_var, lv)
+        tree, lam, lv = _scale_move(rng, tree, w, mu0, lam, s2, root_var, lv, learn_leaf, acc)
+        if sample_noise:
+            noise = _noise(rng, data, w)
         if it >= n_warmup and (it - n_warmup) % thin == 0:
             trees.append(tree)
             for name, v in (("w", w), ("mu0", mu0), ("Lambda", lam), ("noise", noise),
@@ -412,8 +412,6 @@ def _run_chain(rng, data, cfg, n_warmup, n_samples, thin, steps, init):
     rates["scale"] = acc["scale"] / total
     if learn_leaf:
         rates["leaf"] = acc["leaf"] / total
-    if lik == "bernoulli":
-        rates["w"] = acc["w"] / total
     if scale_moves:
         for m in ("collapsed_lambda", "collapsed_height") + (("collapsed_leaf",) * learn_leaf):
             rates[m] = acc[m] / (total * scale_moves)
