@@ -7,6 +7,7 @@ wraps the folder in an atomic write.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -110,6 +111,18 @@ def _run_em(spec, data, kwargs: dict, args, out_dir: Path) -> dict:
             "gate": "pass" if res.converged else "fail"}
 
 
+def _tree_chains(requested: int) -> int:
+    """Chains for the posterior over trees: at least 2, since its convergence check (the ASDSF,
+    average standard deviation of split frequencies) compares the chains' clade frequencies. A
+    request for fewer is raised to 2 with a note on stderr."""
+    if requested < 2:
+        print(f"bayesmtl fit: note: --method mcmc runs 2 chains, not --chains {requested}: its "
+              "convergence check (the ASDSF) compares the trees of at least two chains",
+              file=sys.stderr)
+        return 2
+    return requested
+
+
 def _run_tree_mcmc(spec, data, kwargs: dict, args, out_dir: Path) -> dict:
     """Daume III 2009: the full posterior over trees and parameters (Gibbs + tree MH; NUTS for the
     covariance-sharing parameters)."""
@@ -122,8 +135,8 @@ def _run_tree_mcmc(spec, data, kwargs: dict, args, out_dir: Path) -> dict:
     else:
         from bayesmtl.inference.tree_posterior import tree_posterior as sampler
 
-    settings = dict(num_chains=max(2, args.chains), num_warmup=args.warmup,
-                    num_samples=args.samples)
+    settings = {"num_chains": _tree_chains(args.chains), "num_warmup": args.warmup,
+                "num_samples": args.samples}
     if os.environ.get("BAYESMTL_FAST"):
         settings.update(num_warmup=min(args.warmup, 100), num_samples=min(args.samples, 100))
     t0 = time.perf_counter()

@@ -258,3 +258,33 @@ def test_latent_hierarchy_cov_simulate_em_and_mcmc(tmp_path, capsys):
     assert all((mc / f).exists() for f in ("tree.png", "similarity.png", "posterior.nc"))
     post = xr.open_datatree(mc / "posterior.nc", engine="h5netcdf")["posterior"]
     assert post["log_scale"].shape[-2:] == (5, 2)  # intercept + x0
+
+
+@pytest.mark.parametrize("chains, used, noted", [(1, 2, True), (3, 3, False)])
+def test_tree_mcmc_raises_one_chain_to_two_and_says_why(chains, used, noted, tmp_path, capsys,
+                                                        monkeypatch):
+    """--method mcmc needs two chains for its ASDSF check: --chains 1 runs 2, with a note on
+    stderr; more chains are kept as asked, silently. (The sampler is replaced by a stub that
+    records its settings and stops the run.)"""
+    import importlib
+
+    tp = importlib.import_module("bayesmtl.inference.tree_posterior")  # the module, not the
+    # function of the same name that bayesmtl.inference re-exports
+
+    class Stop(Exception):
+        pass
+
+    seen = {}
+
+    def stub(data, **kw):
+        seen.update(kw)
+        raise Stop
+
+    monkeypatch.setattr(tp, "tree_posterior", stub)
+    with pytest.raises(Stop):
+        run("fit", "--model", "latent-hierarchy", "--method", "mcmc", "--chains", chains,
+            "--data", "synthetic:latent-hierarchy?tasks=4&per_task=5&features=1&seed=2",
+            "--out", tmp_path / "mcmc")
+    assert seen["num_chains"] == used
+    err = capsys.readouterr().err
+    assert (f"runs 2 chains, not --chains {chains}" in err and "ASDSF" in err) == noted, err
