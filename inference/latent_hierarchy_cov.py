@@ -57,7 +57,7 @@ from bayesmtl.inference.latent_hierarchy_cov_target import (
     weights_posterior,
     z_from_s,
 )
-from bayesmtl.inference.latent_hierarchy_em import check_inputs, em_summary
+from bayesmtl.inference.latent_hierarchy_em import check_inputs, em_progress, em_summary
 from bayesmtl.models.coalescent import Tree, kingman_log_prob
 from jax.flatten_util import ravel_pytree
 from numpyro import handlers
@@ -122,6 +122,7 @@ def covariance_sharing_em(
     max_iter: int = 30,
     tol: float = 1e-6,
     centered: bool = False,
+    progress_bar: bool | None = None,
 ) -> CovarianceEMResult:
     """Fit Daume's covariance-sharing latent hierarchy by greedy-tree EM (see the module docs).
 
@@ -145,6 +146,8 @@ def covariance_sharing_em(
     centered : bool
         MAP in the centred log-scales (degenerate, see the module docs) instead of the model's
         non-centred coordinates.
+    progress_bar : bool, optional
+        A bar over the iterations with the objective; by default shown unless ``CI`` is set.
 
     Returns
     -------
@@ -163,7 +166,7 @@ def covariance_sharing_em(
     with jax.enable_x64(True):
         return _run(
             data, likelihood, noise_scale, float(s2), float(root_var), greedy,
-            float(min_duration), max_iter, tol, bool(centered),
+            float(min_duration), max_iter, tol, bool(centered), progress_bar,
         )  # fmt: skip
 
 
@@ -182,7 +185,8 @@ def _start(data, likelihood, stats):
 
 
 def _run(
-    data, likelihood, noise_scale, s2, root_var, greedy, min_duration, max_iter, tol, centered
+    data, likelihood, noise_scale, s2, root_var, greedy, min_duration, max_iter, tol, centered,
+    progress_bar=None,
 ):
     d = data.n_features
     stats = tuple(jnp.asarray(a) for a in task_statistics(data))
@@ -250,7 +254,8 @@ def _run(
 
     trace = [objective(flat, tree, lam_arg)]
     converged, it = False, 0
-    for it in range(1, max_iter + 1):
+    bar = em_progress(max_iter, progress_bar, "covariance-sharing EM")
+    for it in bar:
         p = constrain(flat)
         s_cur, lam_cur = log_scales(p, tree, lam_arg)
         cand = propose(s_cur, lam_cur)
@@ -272,9 +277,11 @@ def _run(
             if f_lam >= f_tree:  # the exact conditional mode; the guard only absorbs rounding
                 lam_arg, f_tree = lam_new, f_lam
         trace.append(f_tree)
+        bar.set_postfix(objective=f"{trace[-1]:.4g}")
         if abs(trace[-1] - trace[-2]) < tol * (1.0 + abs(trace[-1])):
             converged = True
             break
+    bar.close()
     p = constrain(flat)
     s, lam = log_scales(p, tree, lam_arg)
     return _result(p, s, tree, lam, trace, it, converged, stats, bern, noise_scale)

@@ -30,6 +30,7 @@ import numpy as np
 import numpyro.distributions as dist
 from bayesmtl.data import TaskData
 from bayesmtl.inference.coalescent_greedy import GREEDY_METHODS, greedy_coalescent
+from bayesmtl.inference.runtime import quiet
 from bayesmtl.models.coalescent import (
     Tree,
     as_tree,
@@ -40,6 +41,7 @@ from bayesmtl.models.coalescent import (
     upward_messages,
 )
 from scipy.optimize import minimize
+from tqdm.auto import tqdm
 
 __all__ = ["EMResult", "em_objective", "latent_hierarchy_em"]
 
@@ -216,6 +218,7 @@ def latent_hierarchy_em(
     min_duration: float = 1e-3,
     max_iter: int = 30,
     tol: float = 1e-6,
+    progress_bar: bool | None = None,
 ) -> EMResult:
     """Fit Daume's mean-sharing latent hierarchy by greedy-tree EM.
 
@@ -236,6 +239,8 @@ def latent_hierarchy_em(
     max_iter : int
     tol : float
         Stop when the objective gains less than ``tol * (1 + |F|)``.
+    progress_bar : bool, optional
+        A bar over the iterations with the objective; by default shown unless ``CI`` is set.
 
     Returns
     -------
@@ -253,11 +258,19 @@ def latent_hierarchy_em(
     check_inputs(data, likelihood, noise_scale, s2, root_var, greedy, min_duration, max_iter, tol)
     with jax.enable_x64(True):
         return _run(
-            data, likelihood, noise_scale, s2, root_var, greedy, min_duration, max_iter, tol
-        )
+            data, likelihood, noise_scale, s2, root_var, greedy, min_duration, max_iter, tol,
+            progress_bar,
+        )  # fmt: skip
 
 
-def _run(data, likelihood, noise_scale, s2, root_var, greedy, min_duration, max_iter, tol):
+def em_progress(max_iter: int, progress_bar: bool | None, desc: str):
+    """``tqdm`` over EM iterations ``1..max_iter`` (``None``: shown unless `quiet`)."""
+    show = (not quiet()) if progress_bar is None else bool(progress_bar)
+    return tqdm(range(1, max_iter + 1), desc=desc, disable=not show, leave=False)
+
+
+def _run(data, likelihood, noise_scale, s2, root_var, greedy, min_duration, max_iter, tol,
+         progress_bar=None):  # fmt: skip
     k, d = data.n_tasks, data.n_features
     arrays = (
         jnp.asarray(data.X, jnp.float64),
@@ -288,7 +301,8 @@ def _run(data, likelihood, noise_scale, s2, root_var, greedy, min_duration, max_
     mu0, lam = _update_params(w, tree, s2, root_var)
     trace = [objective(w, tree, mu0, lam)]
     converged = False
-    for it in range(1, max_iter + 1):
+    bar = em_progress(max_iter, progress_bar, "latent-hierarchy EM")
+    for it in bar:
         cand = propose(w, lam)
         f_cand = objective(w, cand, mu0, lam)
         if f_cand > trace[-1]:
@@ -298,9 +312,11 @@ def _run(data, likelihood, noise_scale, s2, root_var, greedy, min_duration, max_
             w = w_new
         mu0, lam = _update_params(w, tree, s2, root_var)
         trace.append(objective(w, tree, mu0, lam))
+        bar.set_postfix(objective=f"{trace[-1]:.4g}")
         if abs(trace[-1] - trace[-2]) < tol * (1.0 + abs(trace[-1])):
             converged = True
             break
+    bar.close()
     return EMResult(
         tree=Tree(np.asarray(tree.merges), np.asarray(tree.times)),
         w=np.asarray(w),

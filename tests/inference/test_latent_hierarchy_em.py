@@ -130,3 +130,18 @@ def test_bad_input_raises_value_error():
             latent_hierarchy_em(two, tol=bad)
     with pytest.raises(ValueError, match="max_iter"):
         latent_hierarchy_em(two, max_iter=True)
+
+
+@pytest.mark.parametrize("show", [True, False])
+def test_progress_bar_shows_the_objective_only_when_asked(fitted, capsys, show):
+    from bayesmtl.inference.latent_hierarchy_cov import covariance_sharing_em
+
+    data = fitted[0]
+    capsys.readouterr()
+    latent_hierarchy_em(data, max_iter=2, progress_bar=show)
+    covariance_sharing_em(data, max_iter=1, progress_bar=show)
+    err = capsys.readouterr().err
+    assert ("latent-hierarchy EM" in err and "covariance-sharing EM" in err) == show
+    assert ("objective=" in err) == show
+    if not show:
+        assert err == ""
