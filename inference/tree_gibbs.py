@@ -34,7 +34,7 @@ from bayesmtl.models.coalescent import (
     tree_covariance,
     upward_messages,
 )
-from bayesmtl.models.latent_hierarchy import LEAF_VAR_PRIOR_SCALE, mean_sharing_log_evidence
+from bayesmtl.models.latent_hierarchy import leaf_var_prior_scale, mean_sharing_log_evidence
 from polyagamma import random_polyagamma
 from scipy import stats
 from tqdm.auto import tqdm
@@ -139,9 +139,9 @@ def _iw_log_prob(lam, s2):
     return -0.5 * (2 * d + 2) * np.linalg.slogdet(lam)[1] - 0.5 * s2 * np.trace(np.linalg.inv(lam))
 
 
-def _leaf_var_log_prior(leaf_var):
-    """``log HalfCauchy(leaf_var; LEAF_VAR_PRIOR_SCALE)``: the prior of a learnt leaf variance."""
-    return float(stats.halfcauchy.logpdf(leaf_var, scale=LEAF_VAR_PRIOR_SCALE))
+def _leaf_var_log_prior(leaf_var, k):
+    """``log HalfCauchy(leaf_var; leaf_var_prior_scale(K))``: the prior of a learnt leaf variance."""
+    return float(stats.halfcauchy.logpdf(leaf_var, scale=leaf_var_prior_scale(k)))
 
 
 def _free_size(x) -> float:
@@ -186,7 +186,7 @@ def _given_w_target(merges, w, mu0, s2, root_var, learn_leaf):
         z = np.linalg.solve(chol, mu0)
         lp = (_kingman_log_prob(times, k) + brown - 0.5 * (k + 1) * logdet - 0.5 * z @ z
               + _iw_log_prob(lam, s2))  # fmt: skip
-        return lp + (_leaf_var_log_prior(float(leaf_var)) if learn_leaf else 0.0)
+        return lp + (_leaf_var_log_prior(float(leaf_var), k) if learn_leaf else 0.0)
 
     return target
 
@@ -213,8 +213,9 @@ def _collapsed_scale_moves(rng, tree, lam, leaf, s2, root_var, n_moves, acc, lea
 
     ``n_moves`` rounds of: ``Lambda -> c Lambda`` and ``(times, leaf_var, Lambda) -> (c times,
     c leaf_var, Lambda / c)`` (``leaf_var`` only when learnt), and, when it is learnt,
-    ``leaf_var -> c leaf_var``; ``log c ~ U(-0.5, 0.5)``, Jacobians from `_scale_mh`, on the target
-    Kingman x IW (x HalfCauchy) x `mean_sharing_log_evidence`. With ``W`` integrated they cross the
+    ``leaf_var -> c leaf_var``, each followed by a `_leaf_jump`; ``log c ~ U(-0.5, 0.5)``,
+    Jacobians from `_scale_mh`, on the target Kingman x IW (x HalfCauchy) x
+    `mean_sharing_log_evidence`. With ``W`` integrated they cross the
     ridges between the overall scale of ``Lambda``, the tree height and the spread of the weights
     that the conditional steps (``Lambda | W``, the scale move given ``W``) cross only slowly.
     Returns ``(tree, Lambda, leaf_var)``.
@@ -225,7 +226,7 @@ def _collapsed_scale_moves(rng, tree, lam, leaf, s2, root_var, n_moves, acc, lea
         ll = float(_collapsed(tree.merges, jnp.asarray(times), *leaf, jnp.asarray(lam), root_var,
                               float(lv)))  # fmt: skip
         lp = ll + _kingman_log_prob(times, k) + _iw_log_prob(lam, s2)
-        return lp + (_leaf_var_log_prior(float(lv)) if learn_leaf else 0.0)
+        return lp + (_leaf_var_log_prior(float(lv), k) if learn_leaf else 0.0)
 
     moves = [("collapsed_lambda", (0, 1, 0)),
              ("collapsed_height", (1, -1, 1 if learn_leaf else 0))]  # fmt: skip
@@ -234,8 +235,33 @@ def _collapsed_scale_moves(rng, tree, lam, leaf, s2, root_var, n_moves, acc, lea
     state = (np.asarray(tree.times, float), np.asarray(lam, float), np.asarray(float(leaf_var)))
     for _ in range(n_moves):
         state = _scale_mh(rng, target, state, moves, acc)
+        if learn_leaf:
+            state = _leaf_jump(rng, target, state, root_var, acc)
     times, lam, lv = state
     return Tree(tree.merges, times), lam, float(lv)
+
+
+def _leaf_jump(rng, target, state, root_var, acc, step=3.0):
+    """A long jump of a learnt ``leaf_var`` that keeps each task's prior variance.
+
+    ``leaf_var' = c leaf_var`` with ``log c ~ U(-step, step)`` (up to 20-fold) and ``Lambda' = g
+    Lambda``, ``g = (a + leaf_var) / (a + leaf_var')``, ``a = root_var + 1 + t_root``, so the
+    marginal variance ``(a + leaf_var) Lambda`` of every task's weights is unchanged. The map is its
+    own reverse for ``-log c``; its Jacobian is ``c g^(D(D+1)/2)``. It carries the chain between
+    the tree-shaped mode (small ``leaf_var``) and the flat one (``leaf_var`` far above the tree
+    height), which the small steps cross only through improbable ``Lambda``.
+    """
+    times, lam, lv = state
+    eps = rng.uniform(-step, step)
+    lv2 = lv * np.exp(eps)
+    a = root_var + 1.0 + float(times[-1])
+    g = (a + float(lv)) / (a + float(lv2))
+    prop = (times, lam * g, lv2)
+    log_a = target(*prop) - target(*state) + eps + _free_size(lam) * np.log(g)
+    if np.log(rng.uniform()) < log_a:
+        acc["collapsed_leaf_jump"] = acc.get("collapsed_leaf_jump", 0) + 1
+        return prop
+    return state
 
 
 def _init(rng, data, cfg, xtx, xty, init):

