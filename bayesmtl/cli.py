@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import shutil
 import sys
@@ -112,6 +113,18 @@ def load_data(spec: str, args) -> TaskData:  # noqa: F821
         f"--data: {spec!r} is not a data set ({', '.join(sorted(DATASETS))}), a synthetic:<model> "
         "spec, or an existing CSV file"
     )
+
+
+def _leaf_var_arg(text: str):
+    if text == "learn":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"expected a number >= 0 or 'learn', got {text!r}")
+    return value
 
 
 def _model_kwargs(spec, args) -> dict:
@@ -419,6 +432,9 @@ def _add_model_opts(p):
     p.add_argument("--prior", choices=["laplace", "student_t", "nig", "gig", "ard"],
                    help="sparse-mtl: GIG mixing prior of the feature blocks")
     p.add_argument("--rank", type=int, help="sparse-mtl: rank of the task covariance")
+    p.add_argument("--leaf-var", dest="leaf_var", type=_leaf_var_arg,
+                   help="latent-hierarchy, --method mcmc: extra leaf-branch length, a number >= 0 "
+                        "(0: the paper's model) or 'learn'")
 
 
 def _add_data(p, required=True):

@@ -28,6 +28,7 @@ OPTION_KEYWORDS = {
     "hidden": "hidden",
     "prior": "prior",
     "rank": "rank",
+    "leaf_var": "leaf_var",
 }
 
 
@@ -51,7 +52,7 @@ class ModelSpec:
             if value is None or value is False:
                 continue
             if opt not in self.options:
-                raise ValueError(f"--{opt}: not an option of model {self.name!r} "
+                raise ValueError(f"--{opt.replace('_', '-')}: not an option of model {self.name!r} "
                                  f"(its options: {', '.join(self.options) or 'none'})")
             kw[OPTION_KEYWORDS[opt]] = value
         return kw
@@ -141,7 +142,7 @@ MODELS: dict[str, ModelSpec] = {
         "latent-hierarchy", _lh.mean_sharing,
         "Daume III 2009: task weights diffuse down a Kingman-coalescent tree over tasks "
         "(--method em: greedy-tree EM; mcmc: posterior over trees)",
-        _simulate_lh("mean"), {}, options=("likelihood",), methods=("em", "mcmc"),
+        _simulate_lh("mean"), {}, options=("likelihood", "leaf_var"), methods=("em", "mcmc"),
         family="latent_hierarchy"),
     "latent-hierarchy-cov": ModelSpec(
         "latent-hierarchy-cov", _lh.covariance_sharing,

@@ -67,6 +67,11 @@ def _run_eb(spec, data, kwargs: dict, args, out_dir: Path) -> dict:
     }
 
 
+def _leaf_var(value):
+    """``--leaf-var``: ``"learn"`` -> ``None`` (learnt), else the fixed number."""
+    return None if value == "learn" else float(value)
+
+
 def _lh_data(data, kwargs):
     """The latent-hierarchy routes model the task weights directly: add the intercept column."""
     from bayesmtl.data import TaskData
@@ -90,6 +95,9 @@ def _run_em(spec, data, kwargs: dict, args, out_dir: Path) -> dict:
     from bayesmtl.models.coalescent import tree_covariance
 
     likelihood = kwargs.get("likelihood", "gaussian")
+    if kwargs.get("leaf_var", 0.0) not in (0.0, "0"):
+        raise ValueError("--leaf-var: the EM fits the paper's model (no leaf variance); "
+                         "use --method mcmc")
     t0 = time.perf_counter()
     if _covariance(spec):
         from bayesmtl.inference.latent_hierarchy_cov import covariance_sharing_em
@@ -139,9 +147,12 @@ def _run_tree_mcmc(spec, data, kwargs: dict, args, out_dir: Path) -> dict:
                 "num_samples": args.samples}
     if os.environ.get("BAYESMTL_FAST"):
         settings.update(num_warmup=min(args.warmup, 100), num_samples=min(args.samples, 100))
+    extra = {}
+    if "leaf_var" in kwargs:  # mean sharing only (the registry's options)
+        extra["leaf_var"] = _leaf_var(kwargs["leaf_var"])
     t0 = time.perf_counter()
     post = sampler(_lh_data(data, kwargs), likelihood=kwargs.get("likelihood", "gaussian"),
-                   seed=args.seed, **settings)
+                   seed=args.seed, **settings, **extra)
     runtime = time.perf_counter() - t0
     names = list(data.task_names) if data.task_names else None
     summary = post.summary(names=names)

@@ -107,6 +107,10 @@ def test_compare_refuses_a_method_without_draws(tmp_path, capsys):
         (["fit", "--model", "pooled", "--data", "synthetic:pooled?bogus=1", "--out", "x"],
          "unknown synthetic option"),
         (["compare", "--models", "pooled", "--data", "exam", "--out", "x"], "at least two"),
+        (["fit", "--model", "latent-hierarchy-cov", "--leaf-var", "learn", "--method", "mcmc",
+          "--data", "exam", "--out", "x"], "--leaf-var: not an option of model"),
+        (["fit", "--model", "latent-hierarchy", "--leaf-var", "learn", "--method", "em",
+          "--data", "exam", "--out", "x"], "--leaf-var: the EM fits the paper's model"),
     ],
 )
 def test_bad_arguments_exit_2_with_a_clear_message(argv, message, capsys, tmp_path,
@@ -288,3 +292,38 @@ def test_tree_mcmc_raises_one_chain_to_two_and_says_why(chains, used, noted, tmp
     assert seen["num_chains"] == used
     err = capsys.readouterr().err
     assert (f"runs 2 chains, not --chains {chains}" in err and "ASDSF" in err) == noted, err
+
+
+@pytest.mark.parametrize("flag, expected", [("learn", None), ("0.5", 0.5), (None, "absent")])
+def test_tree_mcmc_passes_leaf_var(flag, expected, tmp_path, monkeypatch):
+    """--leaf-var reaches the sampler: 'learn' as None (learnt), a number as itself; without the
+    flag the sampler keeps its default (the paper's model)."""
+    import importlib
+
+    tp = importlib.import_module("bayesmtl.inference.tree_posterior")
+
+    class Stop(Exception):
+        pass
+
+    seen = {}
+
+    def stub(data, **kw):
+        seen.update(kw)
+        raise Stop
+
+    monkeypatch.setattr(tp, "tree_posterior", stub)
+    extra = [] if flag is None else ["--leaf-var", flag]
+    with pytest.raises(Stop):
+        run("fit", "--model", "latent-hierarchy", "--method", "mcmc", *extra,
+            "--data", "synthetic:latent-hierarchy?tasks=4&per_task=5&features=1&seed=2",
+            "--out", tmp_path / "mcmc")
+    assert seen.get("leaf_var", "absent") == expected
+
+
+def test_bad_leaf_var_is_an_argparse_error(capsys):
+    for bad in ("-1", "nan", "lots"):
+        with pytest.raises(SystemExit) as e:
+            run("fit", "--model", "latent-hierarchy", "--leaf-var", bad, "--data", "exam",
+                "--out", "x")
+        assert e.value.code == 2
+        assert "--leaf-var: expected a number >= 0 or 'learn'" in capsys.readouterr().err
