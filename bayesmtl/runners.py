@@ -63,7 +63,9 @@ def _run_eb(spec, data, kwargs: dict, args, out_dir: Path) -> dict:
         "em_iterations": int(len(res.log_evidence_trace) - 1),
         "labels": res.labels.tolist(),
         "cluster_sizes": np.bincount(res.labels, minlength=resp.shape[1]).tolist(),
-        "gate": "pass",
+        "converged": bool(res.converged),
+        # the EM's own gate: its objective settled before the iteration limit
+        "gate": "pass" if res.converged else "fail",
     }
 
 

@@ -52,7 +52,8 @@ class EBResult(NamedTuple):
     ``gates`` (``(f', C)`` or ``None``), ``noise_var`` (``(n_tasks,)``).  ``post_mean``
     ``(n_tasks, C, p)`` and ``post_cov`` ``(n_tasks, C, p, p)`` are ``Q^-1 R`` and ``Q^-1`` per
     component; ``responsibilities`` ``(n_tasks, C)``; traces have one entry per EM iteration
-    (plus the start).
+    (plus the start). ``converged``: the best start stopped because its objective settled (gain
+    below ``tol``), not at ``n_iter``.
     """
 
     params: dict
@@ -63,6 +64,7 @@ class EBResult(NamedTuple):
     log_evidence_trace: np.ndarray
     objective_trace: np.ndarray
     config: dict
+    converged: bool = False
 
     @property
     def weights_mean(self) -> jnp.ndarray:
@@ -358,7 +360,7 @@ def fit_empirical_bayes(data: TaskData, *, prior: str = "clustering", n_clusters
             params = {k: (v if keep.get(k, True) else None) for k, v in params.items()}
         else:
             params = _initial_params(X, y, task, F, cfg, jax.random.fold_in(key, s), rng)
-        evs, objs = [], []
+        evs, objs, settled = [], [], False
         desc = "empirical Bayes EM" + (f", start {i + 1}/{len(starts)}" if len(starts) > 1 else "")
         with tqdm(total=int(n_iter), desc=desc, disable=not show, leave=False) as bar:
             for _ in range(int(n_iter)):
@@ -368,14 +370,15 @@ def fit_empirical_bayes(data: TaskData, *, prior: str = "clustering", n_clusters
                 bar.update(1)
                 bar.set_postfix(log_evidence=f"{evs[-1]:.6g}", refresh=False)
                 if len(objs) > 1 and objs[-1] - objs[-2] < tol * abs(objs[-1]):
+                    settled = True
                     break
         _, total, final_obj, joint, mu, V = step(params, X, y, task, F)  # at the final params
         final_obj = float(final_obj)
         evs.append(float(total))
         objs.append(final_obj)
         if best is None or final_obj > best[0]:
-            best = (final_obj, params, joint, mu, V, evs, objs)
-    _, params, joint, mu, V, evs, objs = best
+            best = (final_obj, params, joint, mu, V, evs, objs, settled)
+    _, params, joint, mu, V, evs, objs, settled = best
     if prior in ("clustering", "gating"):  # label order: increasing mean of the bias weight
         perm = jnp.argsort(params["mean"][:, -1])
         params = dict(params, mean=params["mean"][perm], cov=params["cov"][perm],
@@ -388,7 +391,7 @@ def fit_empirical_bayes(data: TaskData, *, prior: str = "clustering", n_clusters
     return EBResult(params=params, post_mean=mu, post_cov=V,
                     responsibilities=jax.nn.softmax(joint, axis=1), log_evidence=evs[-1],
                     log_evidence_trace=np.array(evs), objective_trace=np.array(objs),
-                    config=config)
+                    config=config, converged=settled)
 
 
 def predict(result: EBResult, data: TaskData) -> jnp.ndarray:

@@ -142,6 +142,7 @@ def test_clustering_by_empirical_bayes_recovers_the_clusters(tmp_path):
                         n_features=2, n_clusters=3)
     assert adjusted_rand_index(truth["labels"], s["labels"]) >= 0.9
     assert (out / "membership.png").exists() and (out / "evidence.png").exists()
+    assert s["converged"] is True and s["gate"] == "pass"
 
 
 def test_nuts_clustering_memberships_in_the_datatree_recover_the_clusters(tmp_path):

@@ -105,6 +105,15 @@ def test_em_recovers_three_well_separated_clusters(clustered, clustered_fit):
     assert adjusted_rand_index(clustered[1]["labels"], clustered_fit.labels) >= 0.9
 
 
+def test_converged_flag_says_whether_the_objective_settled(clustered, clustered_fit):
+    obj = clustered_fit.objective_trace
+    assert clustered_fit.converged and len(obj) - 2 < 100  # stopped on tol, before n_iter
+    with jax.enable_x64(True):
+        short = fit_empirical_bayes(clustered[0], prior="clustering", n_clusters=3, n_iter=2,
+                                    n_init=1)
+    assert not short.converged  # cut off by n_iter while the objective still climbed
+
+
 def test_responsibilities_sum_to_one(clustered_fit):
     r = np.asarray(clustered_fit.responsibilities)
     assert r.shape == (30, 3) and np.all(r >= 0)
