@@ -55,7 +55,7 @@ from bayesmtl.inference.tree_gibbs import (
     _sweeps,
     _tree_moves,
 )
-from bayesmtl.inference.tree_posterior import TreePosterior, _check, _datatree
+from bayesmtl.inference.tree_posterior import TreePosterior, _check
 from bayesmtl.models.coalescent import Tree
 from numpyro.infer import NUTS, init_to_uniform
 from scipy import stats
@@ -234,26 +234,13 @@ def covariance_tree_posterior(
                        {**cfg, "chain": c}, num_warmup, num_samples, thin)
             for c in range(num_chains)
         ]  # fmt: skip
-    runtime = time.perf_counter() - t0
-    samples = {name: np.stack([ch[1][name] for ch in chains]) for name in chains[0][1]}
-    accept = {m: float(np.mean([ch[2][m] for ch in chains])) for m in chains[0][2]}
-    return TreePosterior(
-        trees=[ch[0] for ch in chains],
-        samples=samples,
-        idata=_datatree(samples, data),
-        accept=accept,
-        likelihood=likelihood,
-        root_var=float(root_var),
-        task_names=data.task_names,
-        runtime_s=runtime,
-        extra={
-            "noise_scale": noise_scale,
-            "tree_steps": steps,
-            "divergences": int(sum(ch[3] for ch in chains)),
-            "n_compilations": counter[0],
-            "model": "covariance",
-        },
-    )
+    return TreePosterior.from_chains(
+        chains, data, likelihood=likelihood, root_var=root_var,
+        runtime_s=time.perf_counter() - t0,
+        extra={"noise_scale": noise_scale, "tree_steps": steps,
+               "divergences": int(sum(ch[3] for ch in chains)), "n_compilations": counter[0],
+               "model": "covariance"},
+    )  # fmt: skip
 
 
 def _start_tree(rng, data, stats_, init):

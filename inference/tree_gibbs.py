@@ -176,7 +176,7 @@ def _scale_mh(rng, target, state, moves, acc, step=0.5):
 def _given_w_target(merges, w, mu0, s2, root_var, learn_leaf):
     """Log joint of (times, ``Lambda``, ``leaf_var``) given ``W`` and ``mu0``: Kingman, Brownian
     density of ``W``, ``mu0 | Lambda``, ``IW`` prior (and the leaf-variance prior when learnt)."""
-    k, d = w.shape
+    k = w.shape[0]
 
     def target(times, lam, leaf_var):
         chol = np.linalg.cholesky(lam)

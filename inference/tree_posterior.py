@@ -109,6 +109,17 @@ class TreePosterior:
     runtime_s: float = 0.0
     extra: dict = field(default_factory=dict)
 
+    @classmethod
+    def from_chains(cls, chains, data, *, likelihood, root_var, runtime_s, extra):
+        """Assemble per-chain results ``(trees, draws dict, acceptance dict, ...)``: draws are
+        stacked to ``(chain, draw, ...)`` and acceptance rates averaged over chains."""
+        samples = {name: np.stack([ch[1][name] for ch in chains]) for name in chains[0][1]}
+        accept = {m: float(np.mean([ch[2][m] for ch in chains])) for m in chains[0][2]}
+        return cls(trees=[ch[0] for ch in chains], samples=samples,
+                   idata=_datatree(samples, data), accept=accept, likelihood=likelihood,
+                   root_var=float(root_var), task_names=data.task_names, runtime_s=runtime_s,
+                   extra=extra)  # fmt: skip
+
     @property
     def all_trees(self) -> list:
         return [t for chain in self.trees for t in chain]
@@ -317,21 +328,12 @@ def tree_posterior(
                     num_samples, thin, steps, init,
                 )
             )  # fmt: skip
-    runtime = time.perf_counter() - t0
-    samples = {name: np.stack([ch[1][name] for ch in chains]) for name in chains[0][1]}
-    accept = {m: float(np.mean([ch[2][m] for ch in chains])) for m in chains[0][2]}
-    return TreePosterior(
-        trees=[ch[0] for ch in chains],
-        samples=samples,
-        idata=_datatree(samples, data),
-        accept=accept,
-        likelihood=likelihood,
-        root_var=float(root_var),
-        task_names=data.task_names,
-        runtime_s=runtime,
+    return TreePosterior.from_chains(
+        chains, data, likelihood=likelihood, root_var=root_var,
+        runtime_s=time.perf_counter() - t0,
         extra={"noise_scale": noise_scale, "tree_steps": steps, "scale_moves": int(scale_moves),
-               "leaf_var": leaf_var},  # fmt: skip
-    )
+               "leaf_var": leaf_var},
+    )  # fmt: skip
 
 
 def _datatree(samples, data):

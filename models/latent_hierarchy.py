@@ -78,9 +78,10 @@ def _check(data: TaskData, tree, likelihood, s2, root_var, noise_scale, y, leaf_
             continue  # traced under jit_model_args: checked on the first, concrete call
         if not (np.ndim(v) == 0 and np.isfinite(v) and v > 0):
             raise ValueError(f"{name}: expected a positive finite number, got {v!r}")
-    if leaf_var is not None and not isinstance(leaf_var, jax.core.Tracer):
-        if not (np.ndim(leaf_var) == 0 and np.isfinite(leaf_var) and leaf_var >= 0):
-            raise ValueError(f"leaf_var: expected None or a finite number >= 0, got {leaf_var!r}")
+    traced = isinstance(leaf_var, jax.core.Tracer)
+    if not (leaf_var is None or traced or (np.ndim(leaf_var) == 0 and np.isfinite(leaf_var)
+                                           and leaf_var >= 0)):  # fmt: skip
+        raise ValueError(f"leaf_var: expected None or a finite number >= 0, got {leaf_var!r}")
     if tree is None:
         raise ValueError("tree: the model is conditioned on a tree; pass tree=")
     tree = as_tree(tree)
