@@ -265,31 +265,37 @@ def test_latent_hierarchy_cov_simulate_em_and_mcmc(tmp_path, capsys):
     assert post["log_scale"].shape[-2:] == (5, 2)  # intercept + x0
 
 
-@pytest.mark.parametrize("chains, used, noted", [(1, 2, True), (3, 3, False)])
-def test_tree_mcmc_raises_one_chain_to_two_and_says_why(chains, used, noted, tmp_path, capsys,
-                                                        monkeypatch):
-    """--method mcmc needs two chains for its ASDSF check: --chains 1 runs 2, with a note on
-    stderr; more chains are kept as asked, silently. (The sampler is replaced by a stub that
-    records its settings and stops the run.)"""
+class _StopSampler(Exception):
+    pass
+
+
+def _tree_mcmc_settings(monkeypatch, tmp_path, *flags) -> dict:
+    """Run ``fit --method mcmc`` on the latent hierarchy with the tree sampler replaced by a stub
+    that records its keyword arguments and stops the run; return them."""
     import importlib
 
     tp = importlib.import_module("bayesmtl.inference.tree_posterior")  # the module, not the
     # function of the same name that bayesmtl.inference re-exports
-
-    class Stop(Exception):
-        pass
-
     seen = {}
 
     def stub(data, **kw):
         seen.update(kw)
-        raise Stop
+        raise _StopSampler
 
     monkeypatch.setattr(tp, "tree_posterior", stub)
-    with pytest.raises(Stop):
-        run("fit", "--model", "latent-hierarchy", "--method", "mcmc", "--chains", chains,
+    with pytest.raises(_StopSampler):
+        run("fit", "--model", "latent-hierarchy", "--method", "mcmc", *flags,
             "--data", "synthetic:latent-hierarchy?tasks=4&per_task=5&features=1&seed=2",
             "--out", tmp_path / "mcmc")
+    return seen
+
+
+@pytest.mark.parametrize("chains, used, noted", [(1, 2, True), (3, 3, False)])
+def test_tree_mcmc_raises_one_chain_to_two_and_says_why(chains, used, noted, tmp_path, capsys,
+                                                        monkeypatch):
+    """--method mcmc needs two chains for its ASDSF check: --chains 1 runs 2, with a note on
+    stderr; more chains are kept as asked, silently."""
+    seen = _tree_mcmc_settings(monkeypatch, tmp_path, "--chains", chains)
     assert seen["num_chains"] == used
     err = capsys.readouterr().err
     assert (f"runs 2 chains, not --chains {chains}" in err and "ASDSF" in err) == noted, err
@@ -299,25 +305,8 @@ def test_tree_mcmc_raises_one_chain_to_two_and_says_why(chains, used, noted, tmp
 def test_tree_mcmc_passes_leaf_var(flag, expected, tmp_path, monkeypatch):
     """--leaf-var reaches the sampler: 'learn' as None (learnt), a number as itself; without the
     flag the sampler keeps its default (the paper's model)."""
-    import importlib
-
-    tp = importlib.import_module("bayesmtl.inference.tree_posterior")
-
-    class Stop(Exception):
-        pass
-
-    seen = {}
-
-    def stub(data, **kw):
-        seen.update(kw)
-        raise Stop
-
-    monkeypatch.setattr(tp, "tree_posterior", stub)
     extra = [] if flag is None else ["--leaf-var", flag]
-    with pytest.raises(Stop):
-        run("fit", "--model", "latent-hierarchy", "--method", "mcmc", *extra,
-            "--data", "synthetic:latent-hierarchy?tasks=4&per_task=5&features=1&seed=2",
-            "--out", tmp_path / "mcmc")
+    seen = _tree_mcmc_settings(monkeypatch, tmp_path, *extra)
     assert seen.get("leaf_var", "absent") == expected
 
 
