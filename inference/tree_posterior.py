@@ -116,7 +116,8 @@ class TreePosterior:
         samples = {name: np.stack([ch[1][name] for ch in chains]) for name in chains[0][1]}
         accept = {m: float(np.mean([ch[2][m] for ch in chains])) for m in chains[0][2]}
         return cls(trees=[ch[0] for ch in chains], samples=samples,
-                   idata=_datatree(samples, data), accept=accept, likelihood=likelihood,
+                   idata=_datatree(samples, data, likelihood, extra.get("noise_scale")),
+                   accept=accept, likelihood=likelihood,
                    root_var=float(root_var), task_names=data.task_names, runtime_s=runtime_s,
                    extra=extra)  # fmt: skip
 
@@ -178,15 +179,12 @@ class TreePosterior:
         """Log pointwise predictive density of each row of ``data`` (held-out rows), pooled draws."""
         if data.y is None:
             raise ValueError("data: needs y to score")
-        w = self.samples["w"].reshape((-1,) + self.samples["w"].shape[2:])
-        eta = np.einsum("nd,snd->sn", data.X, w[:, data.task])
-        if self.likelihood == "gaussian":
-            noise = self.samples.get("noise")
-            noise = np.full(len(w), self.extra["noise_scale"]) if noise is None else noise.ravel()
-            lp = stats.norm.logpdf(data.y[None], eta, noise[:, None])
-        else:
-            lp = np.where(data.y[None] > 0.5, log_expit(eta), log_expit(-eta))
-        return np.logaddexp.reduce(lp, axis=0) - np.log(len(w))
+        w = self.samples["w"]
+        noise = self.samples.get("noise")
+        if self.likelihood == "gaussian" and noise is None:
+            noise = np.full(w.shape[:2], float(self.extra["noise_scale"]))
+        lp = _pointwise_log_lik(w, noise, data, self.likelihood).reshape(-1, data.n)
+        return np.logaddexp.reduce(lp, axis=0) - np.log(len(lp))
 
     def summary(self, *, min_probability: float = 0.05, names=None) -> dict:
         """The dict the CLI writes to ``summary.json``.
@@ -336,19 +334,36 @@ def tree_posterior(
     )  # fmt: skip
 
 
-def _datatree(samples, data):
+def _pointwise_log_lik(w, noise, data, likelihood) -> np.ndarray:
+    """``log p(y_n | draw)`` ``(chain, draw, obs)`` from weight draws ``(chain, draw, K, D)`` and
+    noise draws ``(chain, draw)`` (Gaussian; ``None`` for Bernoulli)."""
+    eta = np.einsum("nd,csnd->csn", data.X, w[:, :, data.task])
+    if likelihood == "gaussian":
+        return stats.norm.logpdf(data.y, eta, noise[:, :, None])
+    return np.where(data.y > 0.5, log_expit(eta), log_expit(-eta))
+
+
+def _datatree(samples, data, likelihood=None, noise_scale=None):
+    """ArviZ DataTree of the draws, on `TaskData.coords`; with observed ``y`` and a likelihood it
+    also holds ``log_likelihood`` (``y``, dims ``chain, draw, obs``), so that PSIS-LOO and
+    `bayesmtl.inference.compare.compare` put the tree beside the NUTS models."""
     from arviz_base import from_dict
 
-    d = data.n_features
-    coords = {
-        "task": list(data.task_names) if data.task_names else list(range(data.n_tasks)),
-        "feature": list(data.feature_names) if data.feature_names else list(range(d)),
-    }
+    coords = data.coords()
     coords["feature_bis"] = coords["feature"]
     dims = {"w": ["task", "feature"], "log_scale": ["task", "feature"], "mu0": ["feature"],
             "Lambda": ["feature", "feature_bis"], "R": ["feature", "feature_bis"]}  # fmt: skip
     dims = {n: v for n, v in dims.items() if n in samples}
-    return from_dict({"posterior": samples}, coords=coords, dims=dims)
+    groups = {"posterior": samples}
+    if likelihood is not None and data.y is not None and "w" in samples:
+        w = samples["w"]
+        noise = samples.get("noise")
+        if likelihood == "gaussian" and noise is None:
+            noise = np.full(w.shape[:2], float(noise_scale))
+        groups["log_likelihood"] = {"y": _pointwise_log_lik(w, noise, data, likelihood)}
+        groups["observed_data"] = {"y": np.asarray(data.y)}
+        dims["y"] = ["obs"]
+    return from_dict(groups, coords=coords, dims=dims)
 
 
 def _run_chain(rng, data, cfg, n_warmup, n_samples, thin, steps, init):

@@ -61,6 +61,23 @@ def test_summary_is_json_ready_and_consistent(posterior):
     assert post.samples["w"].shape == (2, 200, 6, 2)
 
 
+def test_log_likelihood_group_holds_each_draws_pointwise_density_for_loo(posterior):
+    import arviz as az
+
+    data, post = posterior
+    ll = post.idata.log_likelihood["y"]
+    assert ll.dims == ("chain", "draw", "obs") and ll.shape == (2, 200, data.n)
+    c, s = 1, 57  # one draw, by hand
+    w, noise = post.samples["w"][c, s], post.samples["noise"][c, s]
+    expected = stats.norm.logpdf(data.y, np.sum(data.X * w[data.task], 1), noise)
+    np.testing.assert_allclose(ll.values[c, s], expected, rtol=1e-10)
+    np.testing.assert_array_equal(post.idata.observed_data["y"].values, data.y)
+    # PSIS-LOO runs on it (so `compare` puts the tree beside NUTS fits), and the in-sample lppd
+    # from `log_predictive` is at least the LOO estimate
+    loo = az.loo(post.idata, pointwise=True)
+    assert np.isfinite(loo.elpd) and loo.elpd <= post.log_predictive(data).sum() + 1e-9
+
+
 def test_similarity_is_the_average_tree_covariance(posterior):
     _, post = posterior
     trees = post.all_trees[::50]
