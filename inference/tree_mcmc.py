@@ -228,8 +228,9 @@ def tree_mcmc(
     k = int(n_leaves)
     if k < 3:
         raise ValueError(f"n_leaves: tree MCMC needs at least 3 leaves, got {n_leaves}")
-    if not (isinstance(n_steps, int) and n_steps >= 1):
-        raise ValueError(f"n_steps: expected a positive int, got {n_steps!r}")
+    for name, v in (("n_steps", n_steps), ("thin", thin)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise ValueError(f"{name}: expected a positive int, got {v!r}")
     bad = [m for m in moves if m not in MOVES]
     if bad or not moves:
         raise ValueError(f"moves: expected some of {MOVES}, got {list(moves)}")

@@ -51,3 +51,15 @@ def test_mcc_tree_picks_the_most_credible_topology():
     np.testing.assert_allclose(np.asarray(mcc.times), [0.2, 0.3, 1.0 + 1 / 3])
     probs = clade_probabilities([b, a, a2], weights=[0.8, 0.1, 0.1])
     assert probs[frozenset({0, 2})] == pytest.approx(0.8)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [({"n_steps": True}, "n_steps"), ({"n_steps": 0}, "n_steps"), ({"n_steps": 2.5}, "n_steps"),
+     ({"n_steps": 5, "thin": 0}, "thin"), ({"n_steps": 5, "thin": False}, "thin"),
+     ({"n_steps": 5, "moves": ("swap",)}, "moves"), ({"n_steps": 5, "n_leaves": 2}, "n_leaves")],
+)
+def test_bad_arguments_raise_a_value_error_naming_them(kwargs, match):
+    kwargs = {"n_leaves": 4, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        tree_mcmc(0, kwargs.pop("n_leaves"), **kwargs)
