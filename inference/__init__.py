@@ -14,7 +14,8 @@ from bayesmtl.inference.latent_hierarchy_cov_mcmc import covariance_tree_posteri
 from bayesmtl.inference.latent_hierarchy_em import EMResult, latent_hierarchy_em
 from bayesmtl.inference.predict import predict
 from bayesmtl.inference.sbc import SBCResult, sbc
-from bayesmtl.inference.tree_posterior import TreePosterior, tree_posterior
+from bayesmtl.inference.tree_draws import TreePosterior
+from bayesmtl.inference.tree_posterior import tree_posterior
 
 __all__ = [
     "CovarianceEMResult",

@@ -46,6 +46,7 @@ from bayesmtl.inference.latent_hierarchy_cov_target import (
     weights_posterior,
     z_from_s,
 )
+from bayesmtl.inference.tree_draws import TreePosterior
 from bayesmtl.inference.tree_gibbs import (
     _brown,
     _iw_log_prob,
@@ -55,7 +56,7 @@ from bayesmtl.inference.tree_gibbs import (
     _sweeps,
     _tree_moves,
 )
-from bayesmtl.inference.tree_posterior import TreePosterior, _check
+from bayesmtl.inference.tree_posterior import _check
 from bayesmtl.models.coalescent import Tree
 from numpyro.infer import NUTS, init_to_uniform
 from scipy import stats
