@@ -10,6 +10,7 @@ task similarity and the log predictive density of held-out rows.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -142,7 +143,9 @@ class TreePosterior:
         """The dict the CLI writes to ``summary.json``.
 
         ``{"clade_probabilities": [{"tasks": [...], "probability": p}, ...] (p >= min_probability,
-        largest first), "newick": MCC tree, "asdsf": ..., "max_rhat": ..., "acceptance": ...}``.
+        largest first), "newick": MCC tree, "asdsf": ..., "max_rhat": ..., "acceptance": ...}``,
+        plus ``elpd_loo``, ``elpd_loo_se``, ``p_loo`` and ``pareto_k_high`` (observations with
+        Pareto k > 0.7) when the draws were fitted to observed data (`loo`).
         """
         names = self.task_names if names is None else names
         probs = self.clade_probabilities(min_probability)
@@ -157,7 +160,27 @@ class TreePosterior:
             "asdsf": self.asdsf() if n_chains > 1 else None,
             "max_rhat": self.max_rhat if n_chains > 1 else None,
             "acceptance": {k: round(float(v), 4) for k, v in self.accept.items()},
+            **self._loo_summary(),
         }
+
+    def loo(self):
+        """PSIS-LOO (`arviz.loo`, pointwise) of the rows the sampler was fitted to; ``None`` without
+        observed data. `bayesmtl.inference.compare.compare` ranks it against NUTS fits."""
+        if self.idata is None or "log_likelihood" not in self.idata.children:
+            return None
+        import arviz as az
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # high Pareto k: reported in pareto_k_high
+            return az.loo(self.idata, pointwise=True)
+
+    def _loo_summary(self) -> dict:
+        res = self.loo()
+        if res is None:
+            return {}
+        k = np.asarray(res.pareto_k)
+        return {"elpd_loo": float(res.elpd), "elpd_loo_se": float(res.se), "p_loo": float(res.p),
+                "pareto_k_high": int((k > 0.7).sum())}
 
 
 def _pointwise_log_lik(w, noise, data, likelihood) -> np.ndarray:

@@ -151,8 +151,8 @@ def tree_posterior(
     >>> from bayesmtl.models.latent_hierarchy import simulate
     >>> data, truth = simulate(jax.random.PRNGKey(0), 4, 20, 2)
     >>> post = tree_posterior(data, num_chains=2, num_warmup=20, num_samples=30)
-    >>> sorted(post.summary())
-    ['acceptance', 'asdsf', 'clade_probabilities', 'max_rhat', 'newick']
+    >>> sorted(post.summary())[:5]
+    ['acceptance', 'asdsf', 'clade_probabilities', 'elpd_loo', 'elpd_loo_se']
     """
     ints = {
         "num_chains": (num_chains, 1),

@@ -192,6 +192,7 @@ def test_latent_hierarchy_em_and_mcmc_write_trees(tmp_path):
     # Non-trivial clades only: between 2 tasks and all but one.
     assert all(2 <= len(c["tasks"]) <= 4 for c in s["clade_probabilities"])
     assert s["asdsf"] is not None and (mc / "posterior.nc").exists()
+    assert np.isfinite(s["elpd_loo"]) and s["elpd_loo_se"] > 0  # to set beside the flat model
 
 
 def test_sparse_mtl_vem_finds_the_active_block(tmp_path):

@@ -57,6 +57,7 @@ def test_summary_is_json_ready_and_consistent(posterior):
     assert s["newick"].endswith(";") and all(n in s["newick"] for n in "abcdef")
     assert s["max_rhat"] == pytest.approx(post.max_rhat) and 1.0 <= s["max_rhat"] < 1.2
     assert s["asdsf"] == pytest.approx(post.asdsf())
+    assert s["elpd_loo"] == pytest.approx(post.loo().elpd) and s["pareto_k_high"] >= 0
     assert set(post.samples) == {"w", "mu0", "Lambda", "noise", "tree_height"}
     assert post.samples["w"].shape == (2, 200, 6, 2)
 
@@ -74,8 +75,9 @@ def test_log_likelihood_group_holds_each_draws_pointwise_density_for_loo(posteri
     np.testing.assert_array_equal(post.idata.observed_data["y"].values, data.y)
     # PSIS-LOO runs on it (so `compare` puts the tree beside NUTS fits), and the in-sample lppd
     # from `log_predictive` is at least the LOO estimate
-    loo = az.loo(post.idata, pointwise=True)
-    assert np.isfinite(loo.elpd) and loo.elpd <= post.log_predictive(data).sum() + 1e-9
+    loo = post.loo()
+    assert np.isfinite(loo.elpd) and loo.elpd == pytest.approx(az.loo(post.idata).elpd)
+    assert loo.elpd <= post.log_predictive(data).sum() + 1e-9
 
 
 def test_similarity_is_the_average_tree_covariance(posterior):
