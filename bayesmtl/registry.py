@@ -81,9 +81,11 @@ def _simulate_lh(model):
     from bayesmtl.models.coalescent import pack, to_newick
 
     def simulate(key, n_tasks, n_per_task, n_features, **kw):
-        allowed = {"likelihood"}
-        data, truth = _lh.simulate(key, n_tasks, n_per_task, n_features, model=model,
-                                   **{k: v for k, v in kw.items() if k in allowed})
+        allowed = {"likelihood", "leaf_var"}
+        kw = {k: v for k, v in kw.items() if k in allowed}
+        if "leaf_var" in kw:  # --leaf-var learn: drawn from its prior
+            kw["leaf_var"] = None if kw["leaf_var"] == "learn" else float(kw["leaf_var"])
+        data, truth = _lh.simulate(key, n_tasks, n_per_task, n_features, model=model, **kw)
         tree = truth["tree"]
         truth["newick"] = to_newick(tree)
         truth["tree"] = pack(tree)

@@ -97,7 +97,7 @@ def _run_em(spec, data, kwargs: dict, args, out_dir: Path) -> dict:
     from bayesmtl.models.coalescent import tree_covariance
 
     likelihood = kwargs.get("likelihood", "gaussian")
-    if kwargs.get("leaf_var", 0.0) not in (0.0, "0"):
+    if kwargs.get("leaf_var", 0.0) != 0.0:
         raise ValueError("--leaf-var: the EM fits the paper's model (no leaf variance); "
                          "use --method mcmc")
     t0 = time.perf_counter()

@@ -370,7 +370,7 @@ def fit_empirical_bayes(data: TaskData, *, prior: str = "clustering", n_clusters
                 bar.update(1)
                 bar.set_postfix(log_evidence=f"{evs[-1]:.6g}", refresh=False)
                 if len(objs) > 1 and objs[-1] - objs[-2] < tol * abs(objs[-1]):
-                    settled = True
+                    settled = objs[-1] >= objs[-2]  # a drop also stops, but is no convergence
                     break
         _, total, final_obj, joint, mu, V = step(params, X, y, task, F)  # at the final params
         final_obj = float(final_obj)

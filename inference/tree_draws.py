@@ -48,7 +48,7 @@ class TreePosterior:
     idata : xarray.DataTree
         ArviZ DataTree of ``samples`` (dims ``task``, ``feature``, ``feature_bis``).
     accept : dict
-        Acceptance rates of the tree moves (and of the Bernoulli weight step, or of NUTS).
+        Acceptance rates of the tree and scale moves (and of NUTS, for covariance sharing).
     likelihood, root_var, task_names, runtime_s, extra
     """
 
@@ -144,8 +144,8 @@ class TreePosterior:
 
         ``{"clade_probabilities": [{"tasks": [...], "probability": p}, ...] (p >= min_probability,
         largest first), "newick": MCC tree, "asdsf": ..., "max_rhat": ..., "acceptance": ...}``,
-        plus ``elpd_loo``, ``elpd_loo_se``, ``p_loo`` and ``pareto_k_high`` (observations with
-        Pareto k > 0.7) when the draws were fitted to observed data (`loo`).
+        plus ``elpd_loo``, ``elpd_loo_se``, ``p_loo`` and ``pareto_k_high`` (observations whose
+        Pareto k exceeds ArviZ's ``good_k``, at most 0.7) when the draws were fitted to observed data (`loo`).
         """
         names = self.task_names if names is None else names
         probs = self.clade_probabilities(min_probability)
@@ -179,17 +179,24 @@ class TreePosterior:
         if res is None:
             return {}
         k = np.asarray(res.pareto_k)
+        good = float(getattr(res, "good_k", 0.7))  # ArviZ's sample-size-aware threshold
         return {"elpd_loo": float(res.elpd), "elpd_loo_se": float(res.se), "p_loo": float(res.p),
-                "pareto_k_high": int((k > 0.7).sum())}
+                "pareto_k_high": int((k > good).sum())}
 
 
 def _pointwise_log_lik(w, noise, data, likelihood) -> np.ndarray:
     """``log p(y_n | draw)`` ``(chain, draw, obs)`` from weight draws ``(chain, draw, K, D)`` and
     noise draws ``(chain, draw)`` (Gaussian; ``None`` for Bernoulli)."""
-    eta = np.einsum("nd,csnd->csn", data.X, w[:, :, data.task])
-    if likelihood == "gaussian":
-        return stats.norm.logpdf(data.y, eta, noise[:, :, None])
-    return np.where(data.y > 0.5, log_expit(eta), log_expit(-eta))
+    out = np.empty(w.shape[:2] + (data.n,))
+    step = max(1, 2_000_000 // max(data.n * w.shape[-1], 1))  # draws per block: bounded memory
+    for c in range(w.shape[0]):
+        for a in range(0, w.shape[1], step):
+            eta = np.einsum("nd,snd->sn", data.X, w[c, a : a + step][:, data.task])
+            if likelihood == "gaussian":
+                out[c, a : a + step] = stats.norm.logpdf(data.y, eta, noise[c, a : a + step, None])
+            else:
+                out[c, a : a + step] = np.where(data.y > 0.5, log_expit(eta), log_expit(-eta))
+    return out
 
 
 def _datatree(samples, data, likelihood=None, noise_scale=None):

@@ -13,7 +13,8 @@ for its conditional:
 * ``_scale_move``: the joint rescaling of merge times and ``Lambda`` (and of a learnt leaf
   variance) given ``W``;
 * ``_collapsed_scale_moves``: rescalings of ``Lambda``, of (times, ``Lambda``) and of a learnt
-  leaf variance with ``W`` and ``mu0`` integrated (Gaussian likelihood);
+  leaf variance, and long jumps of the latter (`_leaf_jump`), with ``W`` and ``mu0`` integrated
+  (the Gaussian likelihood, or the Bernoulli one given its Polya-Gamma variables);
 * ``_scale_mh``: the log-scale random-walk Metropolis-Hastings step behind all of them;
 * ``_tree_moves``: ``tree_steps`` steps of `bayesmtl.inference.tree_mcmc.tree_mh_step`;
 * ``_kingman_draw`` / ``_init``: starting trees and weights.
@@ -144,28 +145,28 @@ def _leaf_var_log_prior(leaf_var, k):
     return float(stats.halfcauchy.logpdf(leaf_var, scale=leaf_var_prior_scale(k)))
 
 
-def _free_size(x) -> float:
-    """Number of free entries: ``D(D+1)/2`` for a ``(D, D)`` symmetric matrix, else the size."""
+def _free_size(x, symmetric: bool) -> float:
+    """Free entries of ``x``: ``D(D+1)/2`` for a symmetric ``(D, D)`` matrix, else its size."""
     x = np.asarray(x)
-    if x.ndim == 2 and x.shape[0] == x.shape[1]:
-        return x.shape[0] * (x.shape[0] + 1) / 2
-    return float(x.size)
+    return x.shape[0] * (x.shape[0] + 1) / 2 if symmetric else float(x.size)
 
 
-def _scale_mh(rng, target, state, moves, acc, step=0.5):
+def _scale_mh(rng, target, state, moves, acc, step=0.5, symmetric=(1,)):
     """Random-walk Metropolis-Hastings on log scales, shared by the samplers' rescaling moves.
 
-    ``state`` is a tuple of arrays (square ones are symmetric matrices), ``target(*state)`` its log
-    density, and each of ``moves`` a ``(name, powers)`` pair: with ``log c ~ U(-step, step)`` the
-    move multiplies ``state[i]`` by ``c ** powers[i]`` (a power 0 leaves it alone). The Jacobian is
-    ``c ** sum_i powers[i] * n_i`` with ``n_i`` the free entries of ``state[i]`` (``D(D+1)/2`` for
-    a symmetric matrix). Accepted moves are counted in ``acc[name]``. Returns the new state.
+    ``state`` is a tuple of arrays, ``target(*state)`` its log density, and each of ``moves`` a
+    ``(name, powers)`` pair: with ``log c ~ U(-step, step)`` the move multiplies ``state[i]`` by
+    ``c ** powers[i]`` (a power 0 leaves it alone). The Jacobian is ``c ** sum_i powers[i] * n_i``
+    with ``n_i`` the free entries of ``state[i]``: ``D(D+1)/2`` for the symmetric matrices at the
+    indices ``symmetric`` (``Lambda``, second in every caller's state), the size otherwise.
+    Accepted moves are counted in ``acc[name]``. Returns the new state.
     """
+    free = [_free_size(x, i in symmetric) for i, x in enumerate(state)]
     cur = target(*state)
     for name, powers in moves:
         eps = rng.uniform(-step, step)
         prop = tuple(x if p == 0 else x * np.exp(p * eps) for x, p in zip(state, powers))
-        jac = eps * sum(p * _free_size(x) for x, p in zip(state, powers))
+        jac = eps * sum(p * n for n, p in zip(free, powers))
         new = target(*prop)
         if np.log(rng.uniform()) < new - cur + jac:
             state, cur = prop, new
@@ -209,7 +210,7 @@ def _scale_move(rng, tree, w, mu0, lam, s2, root_var, leaf_var=0.0, learn_leaf=F
 def _collapsed_scale_moves(rng, tree, lam, leaf, s2, root_var, n_moves, acc, leaf_var=0.0,
                            learn_leaf=False):  # fmt: skip
     """Metropolis-Hastings on ``(tree times, Lambda, leaf_var) | noise, y`` with ``W`` and ``mu0``
-    integrated (Gaussian likelihood).
+    integrated (Gaussian likelihood; Bernoulli given its Polya-Gamma variables).
 
     ``n_moves`` rounds of: ``Lambda -> c Lambda`` and ``(times, leaf_var, Lambda) -> (c times,
     c leaf_var, Lambda / c)`` (``leaf_var`` only when learnt), and, when it is learnt,
@@ -257,7 +258,7 @@ def _leaf_jump(rng, target, state, root_var, acc, step=3.0):
     a = root_var + 1.0 + float(times[-1])
     g = (a + float(lv)) / (a + float(lv2))
     prop = (times, lam * g, lv2)
-    log_a = target(*prop) - target(*state) + eps + _free_size(lam) * np.log(g)
+    log_a = target(*prop) - target(*state) + eps + _free_size(lam, True) * np.log(g)
     if np.log(rng.uniform()) < log_a:
         acc["collapsed_leaf_jump"] = acc.get("collapsed_leaf_jump", 0) + 1
         return prop

@@ -17,7 +17,7 @@ Each sweep of the sampler is partially collapsed Gibbs, every step exact for its
 2. ``scale_moves`` rescalings of ``Lambda`` and of (times, ``Lambda``), again with ``W`` and ``mu0``
    integrated, which cross the ridge between the tree height and the scale of ``Lambda``.
 3. ``W | tree, Lambda, noise, y`` (``mu0`` integrated): Gaussian with precision
-   ``(C + 11')^-1 (x) Lambda^-1 + blockdiag(J_k)``, drawn exactly.
+   ``(C + leaf_var I + 11')^-1 (x) Lambda^-1 + blockdiag(J_k)``, drawn exactly.
 4. ``(Lambda, mu0) | W, tree``: conjugate. The upward messages factor the Brownian density into
    ``K-1`` local evidences ``N(d_i; 0, s_i Lambda)`` and the root term ``N(m_root; mu0, s_r Lambda)``,
    so ``Lambda ~ IW(s2 I + sum_i d_i d_i'/s_i + m m'/(1 + s_r), D+1+K)`` and
@@ -122,14 +122,14 @@ def tree_posterior(
     noise_scale : float, optional
         Fixed Gaussian noise sd; sampled under ``HalfNormal(1)`` when omitted.
     tree_steps : int, optional
-        Tree Metropolis-Hastings steps per sweep (each tries all three moves); ``max(3, K // 2)``.
+        Tree Metropolis-Hastings steps per sweep (each tries all four moves); ``max(3, K // 2)``.
     thin : int
         Keep every ``thin``-th sweep.
     init : {"random", "greedy"}
         Starting trees: independent Kingman draws per chain (over-dispersed, the honest default
         for the ASDSF) or the greedy coalescent on ridge estimates of the weights.
     scale_moves : int
-        Gaussian likelihood: rescalings of ``Lambda`` and of (tree times, ``Lambda``), each tried
+        Rescalings of ``Lambda`` and of (tree times, ``Lambda``), each tried
         this many times per sweep with the weights integrated out (cheap: one message pass each);
         0 turns them off. They are what lets ``Lambda`` and the tree height mix on real data.
     leaf_var : float or None

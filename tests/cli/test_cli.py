@@ -318,3 +318,14 @@ def test_bad_leaf_var_is_an_argparse_error(capsys):
                 "--out", "x")
         assert e.value.code == 2
         assert "--leaf-var: expected a number >= 0 or 'learn'" in capsys.readouterr().err
+
+
+def test_simulate_latent_hierarchy_with_a_leaf_variance(tmp_path):
+    out = tmp_path / "lh.csv"
+    assert run("simulate", "--model", "latent-hierarchy", "--tasks", 4, "--per-task", 3,
+               "--leaf-var", "learn", "--out", out) == 0
+    truth = json.loads(out.with_suffix(".truth.json").read_text())
+    assert truth["leaf_var"] > 0  # drawn from its HalfCauchy prior
+    assert run("simulate", "--model", "latent-hierarchy", "--tasks", 4, "--per-task", 3,
+               "--leaf-var", "0.5", "--out", out, "--force") == 0
+    assert "leaf_var" not in json.loads(out.with_suffix(".truth.json").read_text())  # fixed

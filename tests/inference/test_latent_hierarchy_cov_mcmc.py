@@ -56,7 +56,9 @@ def test_nuts_compiles_once_and_the_summary_is_complete(posterior):
     assert set(post.samples) == {"log_scale", "R", "Lambda", "noise", "w", "tree_height"}
     assert post.samples["w"].shape == (2, 250, 6, 3) and post.samples["R"].shape == (2, 250, 3, 3)
     s = json.loads(json.dumps(post.summary(names=list("abcdef"))))
-    assert set(s) == {"clade_probabilities", "newick", "asdsf", "max_rhat", "acceptance"}
+    assert set(s) == {"clade_probabilities", "newick", "asdsf", "max_rhat", "acceptance",
+                      "elpd_loo", "elpd_loo_se", "p_loo", "pareto_k_high"}
+    assert np.isfinite(s["elpd_loo"])  # the covariance-sharing draws carry log_likelihood too
     assert s["newick"].endswith(";") and 1.0 <= s["max_rhat"] < 1.2
     assert 0.6 < s["acceptance"]["nuts"] <= 1.0
     assert {"log_scale", "R", "tree_height"} <= set(post.rhat())
