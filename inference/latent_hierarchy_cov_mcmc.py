@@ -193,21 +193,11 @@ def covariance_tree_posterior(
     >>> post.samples["log_scale"].shape, post.extra["n_compilations"]
     ((2, 20, 4, 2), 1)
     """
-    ints = {
-        "num_chains": (num_chains, 1),
-        "num_warmup": (num_warmup, 0),
-        "num_samples": (num_samples, 1),
-        "seed": (seed, 0),
-        "thin": (thin, 1),
-        "max_tree_depth": (max_tree_depth, 1),
-    }
-    if tree_steps is not None:
-        ints["tree_steps"] = (tree_steps, 0)
-    _check(data, likelihood, noise_scale, s2, root_var, ints, init)
+    steps = _check(data, likelihood, noise_scale, s2, root_var, init, num_chains=num_chains,
+                   num_warmup=num_warmup, num_samples=num_samples, seed=seed, thin=thin,
+                   tree_steps=tree_steps, max_tree_depth=(max_tree_depth, 1))  # fmt: skip
     if not (np.ndim(target_accept) == 0 and 0 < target_accept < 1):
         raise ValueError(f"target_accept: expected a number in (0, 1), got {target_accept!r}")
-    k = data.n_tasks
-    steps = max(3, k // 2) if tree_steps is None else int(tree_steps)
     cfg = {"s2": float(s2), "root_var": float(root_var), "steps": steps, "init": init,
            "progress_bar": progress_bar}
     t0 = time.perf_counter()

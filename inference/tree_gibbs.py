@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from bayesmtl.inference.runtime import quiet
-from bayesmtl.inference.tree_mcmc import tree_mh_init, tree_mh_step
+from bayesmtl.inference.tree_mcmc import kingman_times_log_prob, tree_mh_init, tree_mh_step
 from bayesmtl.models.coalescent import (
     Tree,
     brownian_log_likelihood,
@@ -129,15 +129,13 @@ def _polya_gamma_precisions(rng, w, x, xxt, task, seg):
     return _segsum(omega[:, None, None] * xxt, seg)
 
 
-def _kingman_log_prob(times, k):
-    m = k - np.arange(k - 1)
-    return -float(np.sum(m * (m - 1) / 2.0 * np.diff(np.asarray(times), prepend=0.0)))
+_kingman_log_prob = kingman_times_log_prob
 
 
 def _iw_log_prob(lam, s2):
-    """``log IW(Lambda; s2 I, D+1)`` up to a constant."""
+    """``log IW(Lambda; s2 I, D+1)`` (scipy's inverse Wishart)."""
     d = lam.shape[0]
-    return -0.5 * (2 * d + 2) * np.linalg.slogdet(lam)[1] - 0.5 * s2 * np.trace(np.linalg.inv(lam))
+    return float(stats.invwishart.logpdf(lam, df=d + 1, scale=s2 * np.eye(d)))
 
 
 def _leaf_var_log_prior(leaf_var, k):

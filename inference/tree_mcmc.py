@@ -39,6 +39,7 @@ __all__ = [
     "TreeState",
     "asdsf",
     "clade_probabilities",
+    "kingman_times_log_prob",
     "mcc_tree",
     "tree_mcmc",
     "tree_mh_init",
@@ -68,10 +69,15 @@ class TreeState(NamedTuple):
         return from_parent_form(self.par, self.t)
 
 
-def _kingman_lp(t, k):
-    ts = np.sort(t[k:])
+def kingman_times_log_prob(times, k) -> float:
+    """Kingman log density ``-sum_i C(m_i, 2) delta_i`` of sorted merge times ``(K-1,)``: the
+    NumPy twin of `~bayesmtl.models.coalescent.kingman_log_prob` for the samplers' inner loops."""
     m = k - np.arange(k - 1)
-    return -np.sum(m * (m - 1) / 2.0 * np.diff(np.concatenate([[0.0], ts])))
+    return -float(np.sum(m * (m - 1) / 2.0 * np.diff(np.asarray(times, float), prepend=0.0)))
+
+
+def _kingman_lp(t, k):
+    return kingman_times_log_prob(np.sort(t[k:]), k)
 
 
 def _score(par, t, k, loglik):

@@ -63,12 +63,23 @@ from bayesmtl.inference.tree_gibbs import (
     _sweeps,
     _tree_moves,
 )
-from bayesmtl.models.latent_hierarchy import leaf_evidence, leaf_var_prior_scale
+from bayesmtl.models.latent_hierarchy import (
+    check_leaf_var,
+    leaf_evidence,
+    leaf_var_prior_scale,
+)
 
 __all__ = ["TreePosterior", "tree_posterior"]
 
 
-def _check(data, likelihood, noise_scale, s2, root_var, ints, init):
+def _check(data, likelihood, noise_scale, s2, root_var, init, *, num_chains, num_warmup,
+           num_samples, seed, thin, tree_steps, **more_ints) -> int:
+    """The argument checks both tree samplers share; returns the tree steps per sweep (given, or
+    ``max(3, K // 2)``). ``more_ints``: ``name=(value, lowest allowed)``."""
+    ints = {"num_chains": (num_chains, 1), "num_warmup": (num_warmup, 0),
+            "num_samples": (num_samples, 1), "seed": (seed, 0), "thin": (thin, 1), **more_ints}
+    if tree_steps is not None:
+        ints["tree_steps"] = (tree_steps, 0)
     if not isinstance(data, TaskData):
         raise ValueError(f"data: expected a TaskData, got {type(data).__name__}")  # noqa: TRY004
     if data.n_tasks < 3:
@@ -87,6 +98,7 @@ def _check(data, likelihood, noise_scale, s2, root_var, ints, init):
             raise ValueError(f"{name}: expected an int >= {lo}, got {v!r}")
     if init not in ("random", "greedy"):
         raise ValueError(f"init: expected 'random' or 'greedy', got {init!r}")
+    return max(3, data.n_tasks // 2) if tree_steps is None else int(tree_steps)
 
 
 def tree_posterior(
@@ -154,24 +166,10 @@ def tree_posterior(
     >>> sorted(post.summary())[:5]
     ['acceptance', 'asdsf', 'clade_probabilities', 'elpd_loo', 'elpd_loo_se']
     """
-    ints = {
-        "num_chains": (num_chains, 1),
-        "num_warmup": (num_warmup, 0),
-        "num_samples": (num_samples, 1),
-        "seed": (seed, 0),
-        "thin": (thin, 1),
-        "scale_moves": (scale_moves, 0),
-    }
-    if tree_steps is not None:
-        ints["tree_steps"] = (tree_steps, 0)
-    _check(data, likelihood, noise_scale, s2, root_var, ints, init)
-    if leaf_var is not None and (
-        isinstance(leaf_var, bool) or not (np.ndim(leaf_var) == 0 and np.isfinite(leaf_var)
-                                           and leaf_var >= 0)
-    ):  # fmt: skip
-        raise ValueError(f"leaf_var: expected None or a finite number >= 0, got {leaf_var!r}")
-    k = data.n_tasks
-    steps = max(3, k // 2) if tree_steps is None else int(tree_steps)
+    steps = _check(data, likelihood, noise_scale, s2, root_var, init, num_chains=num_chains,
+                   num_warmup=num_warmup, num_samples=num_samples, seed=seed, thin=thin,
+                   tree_steps=tree_steps, scale_moves=(scale_moves, 0))  # fmt: skip
+    check_leaf_var(leaf_var)
     cfg = {"likelihood": likelihood, "noise_scale": noise_scale}
     cfg.update(s2=float(s2), root_var=float(root_var), scale_moves=int(scale_moves),
                progress_bar=progress_bar, leaf_var=None if leaf_var is None else float(leaf_var))

@@ -40,6 +40,7 @@ from numpyro import handlers
 
 __all__ = [
     "LIKELIHOODS",
+    "check_leaf_var",
     "covariance_sharing",
     "leaf_evidence",
     "leaf_var_prior_scale",
@@ -66,6 +67,16 @@ def leaf_var_prior_scale(n_tasks: int) -> float:
     return 2.0 / (n_tasks * (n_tasks - 1))
 
 
+def check_leaf_var(leaf_var) -> None:
+    """``leaf_var`` must be ``None`` (learnt) or a finite number >= 0; else a ``ValueError``."""
+    ok = leaf_var is None or (
+        not isinstance(leaf_var, bool) and np.ndim(leaf_var) == 0 and np.isfinite(leaf_var)
+        and leaf_var >= 0
+    )  # fmt: skip
+    if not ok:
+        raise ValueError(f"leaf_var: expected None or a finite number >= 0, got {leaf_var!r}")
+
+
 def _check(data: TaskData, tree, likelihood, s2, root_var, noise_scale, y, leaf_var=0.0) -> Tree:
     if not isinstance(data, TaskData):
         raise ValueError(f"data: expected a TaskData, got {type(data).__name__}")  # noqa: TRY004
@@ -78,10 +89,8 @@ def _check(data: TaskData, tree, likelihood, s2, root_var, noise_scale, y, leaf_
             continue  # traced under jit_model_args: checked on the first, concrete call
         if not (np.ndim(v) == 0 and np.isfinite(v) and v > 0):
             raise ValueError(f"{name}: expected a positive finite number, got {v!r}")
-    traced = isinstance(leaf_var, jax.core.Tracer)
-    if not (leaf_var is None or traced or (np.ndim(leaf_var) == 0 and np.isfinite(leaf_var)
-                                           and leaf_var >= 0)):  # fmt: skip
-        raise ValueError(f"leaf_var: expected None or a finite number >= 0, got {leaf_var!r}")
+    if not isinstance(leaf_var, jax.core.Tracer):
+        check_leaf_var(leaf_var)
     if tree is None:
         raise ValueError("tree: the model is conditioned on a tree; pass tree=")
     tree = as_tree(tree)

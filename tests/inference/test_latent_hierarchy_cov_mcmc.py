@@ -116,18 +116,3 @@ def test_bernoulli_posterior_samples_the_non_centred_weights(posterior):
     assert set(post.samples) == {"log_scale", "R", "Lambda", "w", "tree_height"}  # no noise
     assert post.samples["w"].shape == (1, 20, 6, 3) and post.extra["n_compilations"] == 1
     assert np.all(np.isfinite(post.log_predictive(data)))
-
-
-def test_bad_input_raises_value_error():
-    two = TaskData(X=np.zeros((4, 1)), y=np.zeros(4), task=[0, 0, 1, 1])
-    three = TaskData(X=np.zeros((3, 1)), y=[0.0, 2.0, 1.0], task=[0, 1, 2])
-    with pytest.raises(ValueError, match="at least 3 tasks"):
-        covariance_tree_posterior(two)
-    with pytest.raises(ValueError, match="likelihood"):
-        covariance_tree_posterior(three, likelihood="poisson")
-    with pytest.raises(ValueError, match="label"):
-        covariance_tree_posterior(three, likelihood="bernoulli")
-    with pytest.raises(ValueError, match="num_samples"):
-        covariance_tree_posterior(three, num_samples=0)
-    with pytest.raises(ValueError, match="target_accept"):
-        covariance_tree_posterior(three, target_accept=1.5)

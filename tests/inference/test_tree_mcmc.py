@@ -63,3 +63,15 @@ def test_bad_arguments_raise_a_value_error_naming_them(kwargs, match):
     kwargs = {"n_leaves": 4, **kwargs}
     with pytest.raises(ValueError, match=match):
         tree_mcmc(0, kwargs.pop("n_leaves"), **kwargs)
+
+
+def test_numpy_kingman_density_equals_the_distributions_log_prob():
+    import jax
+    from bayesmtl.inference.tree_mcmc import kingman_times_log_prob
+    from bayesmtl.models.coalescent import KingmanCoalescent, pack
+
+    for seed, k in ((0, 3), (1, 6), (2, 11)):
+        dist = KingmanCoalescent(k)
+        tree = dist.sample_tree(jax.random.PRNGKey(seed))
+        expected = float(dist.log_prob(pack(tree)))
+        assert kingman_times_log_prob(np.asarray(tree.times), k) == pytest.approx(expected, rel=1e-5)

@@ -215,16 +215,23 @@ def test_bernoulli_posterior_runs_and_recovers_a_clear_split():
     assert np.all(np.isfinite(post.log_predictive(data)))
 
 
-def test_bad_input_raises_value_error():
+@pytest.mark.parametrize("sampler", ["mean", "covariance"])
+def test_bad_input_raises_value_error(sampler):
+    # both tree samplers share their argument checks (tree_posterior._check)
+    from bayesmtl.inference.latent_hierarchy_cov_mcmc import covariance_tree_posterior
+
+    run = tree_posterior if sampler == "mean" else covariance_tree_posterior
     two = TaskData(X=np.zeros((4, 1)), y=np.zeros(4), task=[0, 0, 1, 1])
     three = TaskData(X=np.zeros((3, 1)), y=[0.0, 2.0, 1.0], task=[0, 1, 2])
     with pytest.raises(ValueError, match="at least 3 tasks"):
-        tree_posterior(two)
-    with pytest.raises(ValueError, match="likelihood"):
-        tree_posterior(three, likelihood="poisson")
-    with pytest.raises(ValueError, match="label"):
-        tree_posterior(three, likelihood="bernoulli")
-    with pytest.raises(ValueError, match="num_chains"):
-        tree_posterior(three, num_chains=0)
-    with pytest.raises(ValueError, match="init"):
-        tree_posterior(three, init="best")
+        run(two)
+    bad = [({"likelihood": "poisson"}, "likelihood"), ({"likelihood": "bernoulli"}, "label"),
+           ({"num_chains": 0}, "num_chains"), ({"num_samples": True}, "num_samples"),
+           ({"thin": 0}, "thin"), ({"tree_steps": -1}, "tree_steps"), ({"init": "best"}, "init"),
+           ({"s2": float("nan")}, "s2"), ({"noise_scale": -1.0}, "noise_scale")]
+    bad += ([({"leaf_var": -1.0}, "leaf_var"), ({"leaf_var": True}, "leaf_var"),
+             ({"scale_moves": -1}, "scale_moves")] if sampler == "mean" else
+            [({"target_accept": 1.5}, "target_accept"), ({"max_tree_depth": 0}, "max_tree_depth")])
+    for kwargs, match in bad:
+        with pytest.raises(ValueError, match=match):
+            run(three, **kwargs)
