@@ -176,51 +176,21 @@ def test_bad_inputs_raise(sim):
         fit_vem_sparse(data, blocks=np.zeros(D - 1, int))
 
 
-def _cross_imports(source: str, other: str) -> tuple[bool, list[str]]:
-    """Whether ``source`` imports the VEM core, and the private names of module ``other`` it uses
-    (imported by name, or as attributes of the module under any alias)."""
-    import ast
-
-    tree = ast.parse(source)
-    package, _, leaf = other.rpartition(".")
-    uses_core, private, aliases = False, [], set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.module:
-            uses_core |= node.module == "bayesmtl.inference._vem_sparse_core"
-            if node.module == other:
-                private += [a.name for a in node.names if a.name.startswith("_")]
-            if node.module == package:
-                aliases |= {a.asname or a.name for a in node.names if a.name == leaf}
-        elif isinstance(node, ast.Import):
-            aliases |= {a.asname for a in node.names if a.name == other and a.asname}
-            private += [a.name for a in node.names if a.name == other and not a.asname]
-    private += [n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)
-                and isinstance(n.value, ast.Name) and n.value.id in aliases
-                and n.attr.startswith("_")]
-    return uses_core, private
-
-
 def test_gaussian_and_bernoulli_modules_share_a_core_and_not_each_others_privates():
-    """Imports run one way: both modules take the shared pieces from `_vem_sparse_core`, and
-    neither reaches into the other's private names (the checker flags the layout before the core,
-    where each module imported the other's privates)."""
-    import ast
+    """Imports run one way: both modules take the shared pieces from `_vem_sparse_core`; the
+    Bernoulli module does not import the Gaussian one, and neither imports the other's privates."""
     import inspect
+    import re
 
     import bayesmtl.inference.vem_sparse_logit as logit
 
-    gauss, bern = "bayesmtl.inference.vem_sparse", "bayesmtl.inference.vem_sparse_logit"
-    assert _cross_imports(inspect.getsource(vem), bern) == (True, [])
-    assert _cross_imports(inspect.getsource(logit), gauss) == (True, [])
-    # and the Bernoulli module does not import the Gaussian one at all (that would be a cycle)
-    imported = [(n.module, a.name) for n in ast.walk(ast.parse(inspect.getsource(logit)))
-                if isinstance(n, ast.ImportFrom) for a in n.names]
-    assert not [m for m in imported if m[0] == gauss or m == ("bayesmtl.inference", "vem_sparse")]
-    # the checker itself finds both directions of the old layout
-    old = "from bayesmtl.inference import vem_sparse_logit\ns = vem_sparse_logit._init_state(X)\n"
-    assert _cross_imports(old, bern) == (False, ["_init_state"])
-    assert _cross_imports("from bayesmtl.inference.vem_sparse import _State, prior_hyperparameters",
-                          gauss) == (False, ["_State"])
+    gauss, bern = inspect.getsource(vem), inspect.getsource(logit)
+    for src in (gauss, bern):
+        assert "from bayesmtl.inference._vem_sparse_core import" in src
+    imports = re.compile(r"^\s*(from|import) bayesmtl\.inference(\.| import )vem_sparse\b(?!_)", re.MULTILINE)
+    assert not imports.search(bern)  # docstrings may name the module; import lines may not
+    assert not re.search(r"^from bayesmtl\.inference\.vem_sparse_logit import [^\n]*\b_", gauss,
+                         re.MULTILINE)
 
 
 def test_progress_bar_writes_to_stderr_only_when_asked(sim, capsys, monkeypatch):
