@@ -277,7 +277,7 @@ def _run(
             if f_lam >= f_tree:  # the exact conditional mode; the guard only absorbs rounding
                 lam_arg, f_tree = lam_new, f_lam
         trace.append(f_tree)
-        bar.set_postfix(objective=f"{trace[-1]:.4g}")
+        bar.set_postfix(objective=f"{trace[-1]:.4g}", refresh=False)
         if abs(trace[-1] - trace[-2]) < tol * (1.0 + abs(trace[-1])):
             converged = True
             break

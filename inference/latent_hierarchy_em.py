@@ -312,7 +312,7 @@ def _run(data, likelihood, noise_scale, s2, root_var, greedy, min_duration, max_
             w = w_new
         mu0, lam = _update_params(w, tree, s2, root_var)
         trace.append(objective(w, tree, mu0, lam))
-        bar.set_postfix(objective=f"{trace[-1]:.4g}")
+        bar.set_postfix(objective=f"{trace[-1]:.4g}", refresh=False)
         if abs(trace[-1] - trace[-2]) < tol * (1.0 + abs(trace[-1])):
             converged = True
             break
