@@ -1,5 +1,8 @@
 """Posterior prediction for new rows of known tasks and for tasks never seen in training.
 
+`log_predictive` scores held-out rows of the training tasks: ``log p(y_n | training data)``, the
+quantity that held-out comparisons (and predictive stacking) are made of.
+
 `predict` reruns the model at each posterior draw on the new inputs. Sites fitted in training are
 fixed at their posterior values; a site in the ``task`` plate that is larger than in training (the
 new data has more tasks) keeps the posterior values of the known tasks and draws the new tasks'
@@ -10,13 +13,15 @@ plate ``"task"``.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro
 from bayesmtl.data.taskdata import TaskData
 
-__all__ = ["predict"]
+__all__ = ["log_predictive", "predict"]
 
 
 def predict(
@@ -119,3 +124,77 @@ def predict(
     keys = jax.random.split(jax.random.key(seed), n_draws)
     out = jax.vmap(one)(keys, draws)
     return {k: np.asarray(v) for k, v in out.items()}
+
+
+def log_predictive(result, new_data: TaskData, *, num_draws: int | None = None) -> np.ndarray:
+    """Log pointwise predictive density of held-out rows of the training tasks.
+
+    ``log p(y_n | training data) = log mean_s p(y_n | theta_s)`` over the posterior draws
+    ``theta_s``, one value per row of ``new_data``: its sum is the held-out lppd.
+
+    Parameters
+    ----------
+    result : FitResult or TreePosterior
+        A fit (NUTS or SVI) of a model keeping the model contract (observed site ``"y"``,
+        ``model(data, **model_kwargs)``), or anything with its own ``log_predictive(data)``
+        method (`TreePosterior`).
+    new_data : TaskData
+        Rows to score, with ``y``; their tasks must be training tasks (a new task's density
+        needs its weights integrated over the population, which `predict` draws).
+    num_draws : int, optional
+        Use only the first ``num_draws`` pooled draws (default: all).
+
+    Returns
+    -------
+    numpy.ndarray, shape (new_data.n,)
+
+    Examples
+    --------
+    >>> import jax
+    >>> from bayesmtl.data import train_test_split
+    >>> from bayesmtl.models.hierarchical import hierarchical, simulate
+    >>> from bayesmtl.inference.fit import fit
+    >>> data, _ = simulate(jax.random.key(0), 4, 12, 1)
+    >>> train, test = train_test_split(data, test_fraction=0.25, seed=0)
+    >>> res = fit(hierarchical, train, num_chains=1, num_warmup=100, num_samples=100,
+    ...           progress_bar=False)
+    >>> log_predictive(res, test).shape == (test.n,)
+    True
+    """
+    if not isinstance(new_data, TaskData):
+        raise ValueError(f"new_data: expected a TaskData, got {type(new_data).__name__}")
+    if new_data.y is None:
+        raise ValueError("new_data: has no y to score")
+    if num_draws is not None and (
+        isinstance(num_draws, bool) or not isinstance(num_draws, (int, np.integer)) or num_draws < 1
+    ):
+        raise ValueError(f"num_draws: must be an integer >= 1, got {num_draws!r}")
+    own = getattr(result, "log_predictive", None)
+    if own is not None:  # TreePosterior: weights (chain, draw, K, D)
+        n_tasks, n_features = np.shape(result.samples["w"])[-2:]
+        task_features = None
+    else:
+        train = result.data
+        n_tasks, n_features, task_features = train.n_tasks, train.n_features, train.task_features
+    if new_data.n_features != n_features:
+        raise ValueError(
+            f"new_data: {new_data.n_features} features, the model was fitted with {n_features}"
+        )
+    if new_data.task.max() >= n_tasks:
+        raise ValueError(
+            f"new_data: task {int(new_data.task.max())} is not one of the {n_tasks} training "
+            "tasks (unknown task); log_predictive scores rows of known tasks"
+        )
+    if new_data.n_tasks != n_tasks:  # the plates keep their training sizes
+        new_data = replace(new_data, n_tasks=n_tasks, task_names=None,
+                           task_features=task_features, allow_empty_tasks=True)  # fmt: skip
+    if own is not None:
+        if num_draws is not None:
+            raise ValueError(f"num_draws: not supported for a {type(result).__name__}")
+        return np.asarray(own(new_data), dtype=float)
+    draws = {k: jnp.asarray(v[:num_draws]) for k, v in result.flat_samples().items()}
+    ll = numpyro.infer.log_likelihood(result.model, draws, new_data, **result.model_kwargs)
+    if "y" not in ll:
+        raise ValueError(f"result: the model has no observed site 'y' (has {sorted(ll)})")
+    ll = np.asarray(ll["y"], dtype=float).reshape(-1, new_data.n)
+    return np.logaddexp.reduce(ll, axis=0) - np.log(ll.shape[0])

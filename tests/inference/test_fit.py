@@ -14,6 +14,9 @@ from bayesmtl.inference import (
     fit,
     predict,
 )
+from bayesmtl.inference.compare import stacked_log_predictive
+from bayesmtl.inference.predict import log_predictive
+from scipy import stats
 from bayesmtl.models import hierarchical as H
 
 MU = np.array([0.5, -1.0])
@@ -87,10 +90,72 @@ def test_predict_validates_new_data(nuts):
         predict(nuts, TaskData(X=np.ones((1, 1)), task=[0]))
 
 
-def test_compare_prefers_the_hierarchy_over_pooling(nuts, sim):
-    data, _ = sim
-    pooled = fit(H.pooled, data, num_chains=2, num_warmup=300, num_samples=500, seed=2,
-                 progress_bar=False)
+@pytest.fixture(scope="module")
+def pooled(sim):
+    return fit(H.pooled, sim[0], num_chains=2, num_warmup=300, num_samples=500, seed=2,
+               progress_bar=False)
+
+
+@pytest.fixture(scope="module")
+def heldout(sim):
+    """New rows of the training tasks, drawn from the true weights (sigma 0.5)."""
+    _, truth = sim
+    rng = np.random.default_rng(5)
+    task = np.repeat(np.arange(N_TASKS), 3)
+    x = rng.normal(size=len(task))
+    y = truth["w"][task, 0] + truth["w"][task, 1] * x + 0.5 * rng.normal(size=len(task))
+    return TaskData(X=x[:, None], y=y, task=task)
+
+
+def test_log_predictive_agrees_with_a_direct_computation(nuts, heldout):
+    post = nuts.flat_samples()
+    eta = post["w"][:, heldout.task, 0] + post["w"][:, heldout.task, 1] * heldout.X[:, 0]
+    dens = stats.norm.pdf(heldout.y, eta, post["sigma"][:, None]).mean(0)
+    assert np.allclose(log_predictive(nuts, heldout), np.log(dens), atol=1e-4)
+    first = stats.norm.pdf(heldout.y, eta[:100], post["sigma"][:100, None]).mean(0)
+    assert np.allclose(log_predictive(nuts, heldout, num_draws=100), np.log(first), atol=1e-4)
+    # rows of a subset of the tasks (n_tasks smaller than in training) score the same
+    part = TaskData(X=heldout.X[:6], y=heldout.y[:6], task=heldout.task[:6])
+    assert part.n_tasks == 2
+    assert np.allclose(log_predictive(nuts, part), np.log(dens[:6]), atol=1e-4)
+
+
+def test_log_predictive_rejects_bad_rows(nuts, heldout):
+    with pytest.raises(ValueError, match="new_data: has no y"):
+        log_predictive(nuts, heldout.without_y())
+    with pytest.raises(ValueError, match="new_data: 2 features"):
+        log_predictive(nuts, TaskData(X=np.ones((1, 2)), y=[0.0], task=[0]))
+    with pytest.raises(ValueError, match="unknown task"):
+        log_predictive(nuts, TaskData.for_prediction([[0.0]], [N_TASKS], N_TASKS + 1).with_y([0.0]))
+    with pytest.raises(ValueError, match="num_draws"):
+        log_predictive(nuts, heldout, num_draws=0)
+
+
+def test_stacked_predictive_is_the_mixture_with_compares_weights(nuts, pooled, heldout):
+    fits = {"hierarchical": nuts, "pooled": pooled}
+    lp = {k: log_predictive(v, heldout) for k, v in fits.items()}
+    weights = compare(fits)["weight"]
+    mix = sum(weights[k] * np.exp(lp[k]) for k in fits)
+    assert np.allclose(stacked_log_predictive(fits, heldout), np.log(mix), atol=1e-6)
+    # the weights follow the training rows' LOO: tasks differ (tau ~ sigma), so the hierarchy
+    # carries the mixture, and the mixture predicts the new rows about as well as it does
+    assert weights["hierarchical"] > 0.8
+    assert lp["hierarchical"].sum() > lp["pooled"].sum()
+    one = stacked_log_predictive(fits, {"hierarchical": heldout, "pooled": heldout},
+                                 weights={"hierarchical": 1.0, "pooled": 0.0})
+    assert np.allclose(one, lp["hierarchical"])
+    for bad, match in [({"hierarchical": 1.0}, "weights: names"),
+                       ({"hierarchical": 0.7, "pooled": 0.7}, "summing to one"),
+                       ({"hierarchical": 1.5, "pooled": -0.5}, "non-negative")]:
+        with pytest.raises(ValueError, match=match):
+            stacked_log_predictive(fits, heldout, weights=bad)
+    with pytest.raises(ValueError, match="new_data: names"):
+        stacked_log_predictive(fits, {"pooled": heldout}, weights={"hierarchical": 1, "pooled": 0})
+    with pytest.raises(ValueError, match="results"):
+        stacked_log_predictive({"only": nuts}, heldout)
+
+
+def test_compare_prefers_the_hierarchy_over_pooling(nuts, pooled, sim):
     table = compare({"hierarchical": nuts, "pooled": pooled})
     assert table.index[0] == "hierarchical"
     # The difference is many standard errors (tasks really differ: tau ~ 0.5 vs sigma 0.5).

@@ -13,6 +13,7 @@ from bayesmtl.inference.tree_gibbs import (
     _segments,
     _segsum,
 )
+from bayesmtl.inference.predict import log_predictive
 from bayesmtl.inference.tree_posterior import tree_posterior
 from bayesmtl.models.coalescent import tree_covariance
 from bayesmtl.models.tree import Tree, clades, ranked_histories, tree_from_merges
@@ -78,6 +79,12 @@ def test_log_likelihood_group_holds_each_draws_pointwise_density_for_loo(posteri
     loo = post.loo()
     assert np.isfinite(loo.elpd) and loo.elpd == pytest.approx(az.loo(post.idata).elpd)
     assert loo.elpd <= post.log_predictive(data).sum() + 1e-9
+    # the library-wide `log_predictive` (used by the stacked predictive) defers to it, on rows
+    # of a subset of the tasks too, and checks the rows first
+    part = data.subset(data.task < 2)
+    np.testing.assert_allclose(log_predictive(post, part), post.log_predictive(data)[data.task < 2])
+    with pytest.raises(ValueError, match="unknown task"):
+        log_predictive(post, TaskData.for_prediction(np.ones((1, 2)), [6], 7).with_y([0.0]))
 
 
 def test_similarity_is_the_average_tree_covariance(posterior):
