@@ -33,9 +33,11 @@ from bayesmtl.inference import (
     compare,
     diagnose,
     fit,
+    log_predictive,
     map_processes,
     predict,
     sbc,
+    stacked_log_predictive,
 )
 from bayesmtl.inference.runtime import configure
 from bayesmtl.registry import MODELS, get_model
@@ -66,9 +68,11 @@ __all__ = [
     "load_grunfeld",
     "load_linnerud",
     "load_radon",
+    "log_predictive",
     "map_processes",
     "models",
     "predict",
     "sbc",
+    "stacked_log_predictive",
     "train_test_split",
 ]

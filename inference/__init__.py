@@ -1,6 +1,6 @@
 """How beliefs are updated: samplers, diagnostics, comparison, calibration, papers' algorithms."""
 
-from bayesmtl.inference.compare import compare
+from bayesmtl.inference.compare import compare, stacked_log_predictive
 from bayesmtl.inference.diagnostics import (
     Diagnostics,
     DiagnosticsError,
@@ -12,7 +12,7 @@ from bayesmtl.inference.fit import FitResult, fit
 from bayesmtl.inference.latent_hierarchy_cov import CovarianceEMResult, covariance_sharing_em
 from bayesmtl.inference.latent_hierarchy_cov_mcmc import covariance_tree_posterior
 from bayesmtl.inference.latent_hierarchy_em import EMResult, latent_hierarchy_em
-from bayesmtl.inference.predict import predict
+from bayesmtl.inference.predict import log_predictive, predict
 from bayesmtl.inference.sbc import SBCResult, sbc
 from bayesmtl.inference.tree_draws import TreePosterior
 from bayesmtl.inference.tree_posterior import tree_posterior
@@ -32,8 +32,10 @@ __all__ = [
     "diagnose",
     "fit",
     "latent_hierarchy_em",
+    "log_predictive",
     "map_processes",
     "predict",
     "sbc",
+    "stacked_log_predictive",
     "tree_posterior",
 ]

@@ -16,8 +16,8 @@ from bayesmtl.inference import (
 )
 from bayesmtl.inference.compare import stacked_log_predictive
 from bayesmtl.inference.predict import log_predictive
-from scipy import stats
 from bayesmtl.models import hierarchical as H
+from scipy import stats
 
 MU = np.array([0.5, -1.0])
 TAU = np.array([0.6, 0.4])

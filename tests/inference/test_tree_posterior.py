@@ -7,13 +7,13 @@ import jax
 import numpy as np
 import pytest
 from bayesmtl.data import TaskData
+from bayesmtl.inference.predict import log_predictive
 from bayesmtl.inference.tree_gibbs import (
     _draw_w_gaussian,
     _polya_gamma_precisions,
     _segments,
     _segsum,
 )
-from bayesmtl.inference.predict import log_predictive
 from bayesmtl.inference.tree_posterior import tree_posterior
 from bayesmtl.models.coalescent import tree_covariance
 from bayesmtl.models.tree import Tree, clades, ranked_histories, tree_from_merges
