@@ -168,6 +168,7 @@ def fit_and_write(spec, data, args, out_dir: Path, *, data_label: str) -> dict:
         raise CLIError(f"--method: {spec.name} supports {spec.methods}, not {settings['method']!r}")
     if settings["method"] not in ("nuts", "svi"):
         extra = run_method(settings["method"], spec, data, kw, args, out_dir)
+        draws = extra.pop("_result", None)  # the tree MCMC's draws, for compare
         if getattr(args, "strict", False) and extra.get("gate") == "fail":
             raise CLIError(f"--strict: the {settings['method']} fit did not pass its gate "
                            "(not converged, or ASDSF / R-hat too high)")
@@ -181,7 +182,7 @@ def fit_and_write(spec, data, args, out_dir: Path, *, data_label: str) -> dict:
                                 indent=2, default=_json_default), "```", ""]
         md += [f"![{p.name}]({p.name})" for p in sorted(out_dir.glob("*.png"))]
         (out_dir / "summary.md").write_text("\n".join(md) + "\n")
-        return summary
+        return summary if draws is None else {**summary, "_result": draws}
     init_values = None
     if getattr(args, "init", "random") == "eb":
         if spec.family != "task_clustering" or settings["method"] != "nuts":
@@ -297,16 +298,20 @@ def _compare_into(names, data, args, tmp: Path, data_label: str) -> tuple[dict, 
 
     specs = [get_model(n) for n in names]
     for spec in specs:
-        if not {"nuts", "svi"} & set(spec.methods):
-            raise CLIError(f"--models: {spec.name} has no NUTS/SVI fit, so no PSIS-LOO to compare")
+        if not {"nuts", "svi", "mcmc"} & set(spec.methods):
+            raise CLIError(f"--models: {spec.name} has no posterior draws, so no PSIS-LOO to compare")
     if args.method not in (None, "nuts", "svi"):
         raise CLIError(f"--method: compare needs posterior draws (nuts or svi), not {args.method!r}")
     results, summaries = {}, {}
     for spec in specs:
         sub = tmp / spec.name
         sub.mkdir()
-        # PSIS-LOO needs draws: NUTS unless --method svi (a model's own first method may be eb/vem)
-        method = args.method or ("nuts" if "nuts" in spec.methods else "svi")
+        # PSIS-LOO needs draws: NUTS unless --method svi (a model's own first method may be eb/vem);
+        # the latent hierarchies' draws come from their tree MCMC
+        if not {"nuts", "svi"} & set(spec.methods):
+            method = "mcmc"
+        else:
+            method = args.method or ("nuts" if "nuts" in spec.methods else "svi")
         s = fit_and_write(spec, data, argparse.Namespace(**{**vars(args), "method": method}), sub,
                           data_label=data_label)
         results[spec.name] = s.pop("_result")

@@ -169,7 +169,9 @@ def _run_tree_mcmc(spec, data, kwargs: dict, args, out_dir: Path) -> dict:
         gate = "fail"
     if summary.get("max_rhat") is not None and summary["max_rhat"] > 1.01:
         gate = "fail"
-    return {"method": "mcmc", "runtime_s": runtime, **settings, **summary, "gate": gate}
+    # "_result": the draws, for `bayesmtl compare` (popped before summary.json is written)
+    return {"method": "mcmc", "runtime_s": runtime, **settings, **summary, "gate": gate,
+            "_result": post}
 
 
 def _run_vem(spec, data, kwargs: dict, args, out_dir: Path) -> dict:

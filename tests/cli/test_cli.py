@@ -80,13 +80,19 @@ def test_fit_svi_on_a_synthetic_spec(tmp_path):
 
 
 def test_compare_writes_table(tmp_path):
+    """NUTS fits and the latent hierarchy's tree MCMC side by side (the check, on the user's own
+    rows, of a tree of tasks against the flat hierarchy)."""
     out = tmp_path / "cmp"
-    assert run("compare", "--models", "pooled,hierarchical", "--data",
+    assert run("compare", "--models", "pooled,hierarchical,latent-hierarchy", "--data",
                "synthetic:hierarchical?tasks=5&per_task=10&seed=2", "--chains", 1,
                "--out", out) == 0
     table = pd.read_csv(out / "compare.csv", index_col=0)
-    assert set(table.index) == {"pooled", "hierarchical"}
+    assert set(table.index) == {"pooled", "hierarchical", "latent-hierarchy"}
+    assert table["weight"].sum() == pytest.approx(1.0) and np.isfinite(table["elpd"]).all()
     assert (out / "compare.png").exists() and (out / "pooled" / "summary.json").exists()
+    tree = json.loads((out / "latent-hierarchy" / "summary.json").read_text())
+    assert tree["method"] == "mcmc" and "_result" not in tree
+    assert tree["elpd_loo"] == pytest.approx(table.loc["latent-hierarchy", "elpd"])
 
 
 def test_compare_refuses_a_method_without_draws(tmp_path, capsys):
