@@ -172,6 +172,7 @@ class MultiOutputData:
         Examples
         --------
         >>> import numpy as np
+        >>> from bayesmtl.data import TaskData
         >>> td = TaskData(X=np.arange(8.0)[:, None], y=np.zeros(8), task=[0, 0, 0, 0, 1, 1, 1, 1])
         >>> m = MultiOutputData.from_panel(td)
         >>> m.X.tolist(), m.feature_blocks.tolist()

@@ -22,6 +22,7 @@ def train_test_split(
     Examples
     --------
     >>> import numpy as np
+    >>> from bayesmtl.data import TaskData
     >>> d = TaskData(X=np.arange(8.0), y=np.arange(8.0), task=[0] * 4 + [1] * 4)
     >>> tr, te = train_test_split(d, test_fraction=0.25, seed=0)
     >>> tr.n, te.n, te.n_tasks
@@ -51,6 +52,7 @@ class Standardizer:
     Examples
     --------
     >>> import numpy as np
+    >>> from bayesmtl.data import TaskData
     >>> d = TaskData(X=[[1.0], [3.0]], y=[10.0, 20.0], task=[0, 0])
     >>> s = Standardizer.fit(d)
     >>> s.transform(d).X.ravel().tolist(), s.inverse_y(np.array([0.0])).tolist()

@@ -161,6 +161,7 @@ def log_evidence(data: TaskData, params: dict, *, prior: str, activation: str = 
     Examples
     --------
     >>> import numpy as np
+    >>> from bayesmtl.data import TaskData
     >>> d = TaskData(X=np.zeros((2, 1)), y=np.zeros(2), task=[0, 1])
     >>> pr = dict(W=None, mean=np.zeros((1, 2)), cov=np.eye(2)[None], log_weights=np.zeros(1),
     ...           noise_var=np.ones(2))
@@ -401,6 +402,7 @@ def predict(result: EBResult, data: TaskData) -> jnp.ndarray:
     --------
     >>> import jax
     >>> from bayesmtl.models.task_clustering import simulate
+    >>> from bayesmtl.inference.empirical_bayes import fit_empirical_bayes
     >>> data, _ = simulate(jax.random.key(0), n_tasks=6, n_per_task=8)
     >>> predict(fit_empirical_bayes(data, n_clusters=2, n_iter=5), data).shape
     (48,)
@@ -417,6 +419,7 @@ def predictive_log_density(result: EBResult, data: TaskData) -> jnp.ndarray:
     --------
     >>> import jax
     >>> from bayesmtl.models.task_clustering import simulate
+    >>> from bayesmtl.inference.empirical_bayes import fit_empirical_bayes
     >>> data, _ = simulate(jax.random.key(0), n_tasks=6, n_per_task=8)
     >>> predictive_log_density(fit_empirical_bayes(data, n_clusters=2, n_iter=5), data).shape
     (48,)

@@ -50,6 +50,7 @@ def task_statistics(data: TaskData) -> tuple:
     Examples
     --------
     >>> import numpy as np
+    >>> from bayesmtl.data import TaskData
     >>> d = TaskData(X=np.ones((3, 1)), y=[1.0, 2.0, 3.0], task=[0, 0, 1])
     >>> [np.asarray(a).ravel().tolist() for a in task_statistics(d)]
     [[2.0, 1.0], [3.0, 3.0], [5.0, 9.0], [2.0, 1.0]]

@@ -57,6 +57,7 @@ def predict(
     --------
     >>> import jax
     >>> from bayesmtl.models.hierarchical import hierarchical, simulate
+    >>> from bayesmtl.data import TaskData
     >>> from bayesmtl.inference.fit import fit
     >>> data, _ = simulate(jax.random.key(0), 4, 10, 1)
     >>> res = fit(hierarchical, data, num_chains=1, num_warmup=100, num_samples=100,

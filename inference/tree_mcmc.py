@@ -133,6 +133,7 @@ def tree_mh_step(
     --------
     >>> import numpy as np
     >>> from bayesmtl.models.tree import tree_from_merges
+    >>> from bayesmtl.inference.tree_mcmc import tree_mh_init
     >>> s = tree_mh_init(tree_from_merges([[0, 1], [2, 3], [4, 5]], [0.5, 1.0, 1.5]))
     >>> s, acc = tree_mh_step(np.random.default_rng(0), s)
     >>> sorted(acc)

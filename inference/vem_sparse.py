@@ -228,7 +228,7 @@ def fit_vem_sparse(
 
     Examples
     --------
-    >>> import jax
+    >>> import jax, jax.numpy as jnp
     >>> from bayesmtl.models.sparse_mtl import simulate
     >>> data, truth = simulate(jax.random.key(0), n=60, n_tasks=4, n_features=8, n_blocks=4)
     >>> res = fit_vem_sparse(data, rank=1, max_iter=30)

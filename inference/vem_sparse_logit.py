@@ -106,7 +106,7 @@ def expected_jj_bound(X, Y, M, Sw, mu, xi):
 
     Examples
     --------
-    >>> import numpy as np
+    >>> import jax, numpy as np
     >>> X, M, mu = np.array([[1.0, -2.0]]), np.array([[0.5, 1.0]]), np.array([0.25])
     >>> b = expected_jj_bound(X, np.array([[0.0]]), M, np.zeros((1, 2, 2)), mu, np.array([[1.25]]))
     >>> abs(float(b[0, 0] - jax.nn.log_sigmoid(1.25))) < 1e-6  # tight: point mass, xi = |f|
@@ -201,7 +201,7 @@ def bernoulli_start(X, Y, XtX, b, Dq, *, rank: int, hyper, ard: bool, ridge: flo
 
     Examples
     --------
-    >>> import numpy as np
+    >>> import jax, jax.numpy as jnp, numpy as np
     >>> with jax.enable_x64(True):
     ...     X = jnp.asarray(np.random.default_rng(0).normal(size=(20, 2)))
     ...     Y = (X[:, :1] > 0) * jnp.ones((1, 3))

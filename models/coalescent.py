@@ -81,7 +81,7 @@ def kingman_log_prob(tree) -> jax.Array:
 
     Examples
     --------
-    >>> import jax.numpy as jnp
+    >>> from bayesmtl.models.tree import tree_from_merges
     >>> t = tree_from_merges([[0, 1], [2, 3]], [0.5, 1.5])
     >>> float(kingman_log_prob(t))   # -3*0.5 - 1*1.0
     -2.5
@@ -142,7 +142,7 @@ class KingmanCoalescent(Distribution):
 
     Examples
     --------
-    >>> import jax
+    >>> import jax, jax.numpy as jnp
     >>> d = KingmanCoalescent(5)
     >>> v = d.sample(jax.random.PRNGKey(0))
     >>> v.shape, bool(jnp.isfinite(d.log_prob(v)))
@@ -218,6 +218,7 @@ def tree_covariance(tree, root_var: float = 1.0, leaf_var=0.0) -> jax.Array:
 
     Examples
     --------
+    >>> from bayesmtl.models.tree import tree_from_merges
     >>> t = tree_from_merges([[0, 1], [2, 3]], [0.5, 1.5])
     >>> tree_covariance(t, 1.0).tolist()
     [[2.5, 2.0, 1.0], [2.0, 2.5, 1.0], [1.0, 1.0, 2.5]]
@@ -297,6 +298,7 @@ def brownian_log_likelihood(
     Examples
     --------
     >>> import jax.numpy as jnp
+    >>> from bayesmtl.models.tree import tree_from_merges
     >>> t = tree_from_merges([[0, 1]], [1.0])
     >>> ll = brownian_log_likelihood(t, jnp.zeros((2, 1)), root_var=1.0)
     """
@@ -354,6 +356,7 @@ class BrownianTree(Distribution):
     Examples
     --------
     >>> import jax, jax.numpy as jnp
+    >>> from bayesmtl.models.tree import tree_from_merges
     >>> t = tree_from_merges([[0, 1], [2, 3]], [0.5, 1.5])
     >>> d = BrownianTree(t, jnp.zeros(2), jnp.eye(2))
     >>> d.sample(jax.random.PRNGKey(0)).shape

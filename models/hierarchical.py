@@ -111,6 +111,7 @@ def pooled(
     --------
     >>> import jax
     >>> from numpyro.infer import Predictive
+    >>> from bayesmtl.models.hierarchical import simulate
     >>> data, _ = simulate(jax.random.key(0), n_tasks=3, n_per_task=5, n_features=2)
     >>> Predictive(pooled, num_samples=2)(jax.random.key(1), data.without_y())["y"].shape
     (2, 15)
@@ -138,8 +139,9 @@ def independent(
     Examples
     --------
     >>> import jax
-    >>> data, _ = simulate(jax.random.key(0), n_tasks=3, n_per_task=5, n_features=2)
     >>> from numpyro.infer import Predictive
+    >>> from bayesmtl.models.hierarchical import simulate
+    >>> data, _ = simulate(jax.random.key(0), n_tasks=3, n_per_task=5, n_features=2)
     >>> Predictive(independent, num_samples=2)(jax.random.key(1), data.without_y())["w"].shape
     (2, 3, 3)
     """
@@ -187,6 +189,7 @@ def hierarchical(
     Examples
     --------
     >>> import jax
+    >>> from bayesmtl.models.hierarchical import simulate
     >>> data, truth = simulate(jax.random.key(0), n_tasks=4, n_per_task=6, n_features=2)
     >>> sorted(k for k in truth if not k.startswith("_"))
     ['L', 'mu', 'sigma', 'tau', 'w', 'y', 'z']

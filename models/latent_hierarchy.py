@@ -180,6 +180,7 @@ def mean_sharing(
     --------
     >>> import jax
     >>> from numpyro.infer import Predictive
+    >>> from bayesmtl.models.latent_hierarchy import simulate
     >>> data, truth = simulate(jax.random.PRNGKey(0), n_tasks=4, n_per_task=5, n_features=2)
     >>> pred = Predictive(mean_sharing, num_samples=2)(jax.random.PRNGKey(1), data.without_y(),
     ...                                               tree=truth["tree"])
@@ -218,6 +219,7 @@ def covariance_sharing(
     --------
     >>> import jax
     >>> from numpyro.infer import Predictive
+    >>> from bayesmtl.models.latent_hierarchy import simulate
     >>> data, truth = simulate(jax.random.PRNGKey(0), n_tasks=4, n_per_task=5, n_features=2,
     ...                        model="covariance")
     >>> out = Predictive(covariance_sharing, num_samples=2)(jax.random.PRNGKey(1),
@@ -364,6 +366,7 @@ def mean_sharing_log_evidence(
     Examples
     --------
     >>> import jax.numpy as jnp
+    >>> from bayesmtl.models.latent_hierarchy import leaf_evidence
     >>> from bayesmtl.models.tree import tree_from_merges
     >>> t = tree_from_merges([[0, 1]], [1.0])
     >>> j, h, g = leaf_evidence(jnp.ones((2, 1, 1)), jnp.zeros((2, 1)), jnp.zeros(2),

@@ -117,6 +117,7 @@ def sparse_mtl(
     --------
     >>> import jax
     >>> from numpyro.infer import Predictive
+    >>> from bayesmtl.models.sparse_mtl import simulate
     >>> data, truth = simulate(jax.random.key(0), n=20, n_tasks=4, n_features=6, n_blocks=3)
     >>> Predictive(sparse_mtl, num_samples=2)(jax.random.key(1), data.without_y(), rank=1)["y"].shape
     (2, 20, 4)

@@ -187,6 +187,7 @@ def task_clustering_model(data: TaskData, *, prior: str = "gaussian", n_clusters
     --------
     >>> import jax
     >>> from numpyro.infer import Predictive
+    >>> from bayesmtl.models.task_clustering import simulate
     >>> data, _ = simulate(jax.random.key(0), prior="clustering", n_tasks=4, n_per_task=3)
     >>> draws = Predictive(task_clustering_model, num_samples=2)(
     ...     jax.random.key(1), data.without_y(), prior="clustering", n_clusters=3)
@@ -350,6 +351,7 @@ def membership_probabilities(samples: dict, data: TaskData, *, prior: str = "clu
     >>> s = {"A": np.zeros((5, 3, 2)), "cluster_mean": np.zeros((5, 2, 2)),
     ...      "cluster_scale_tril": np.broadcast_to(np.eye(2), (5, 2, 2, 2)),
     ...      "weights": np.full((5, 2), 0.5)}
+    >>> from bayesmtl.data import TaskData
     >>> d = TaskData(X=np.zeros((3, 1)), task=[0, 1, 2])
     >>> membership_probabilities(s, d).sum(axis=1).tolist()
     [1.0, 1.0, 1.0]

@@ -183,6 +183,7 @@ def to_parent_form(tree) -> tuple[np.ndarray, np.ndarray]:
 
     Examples
     --------
+    >>> from bayesmtl.models.tree import to_parent_form, tree_from_merges
     >>> par, t = to_parent_form(tree_from_merges([[0, 1], [2, 3]], [0.5, 1.5]))
     >>> par.tolist(), t.tolist()
     ([3, 3, 4, 4, -1], [0.0, 0.0, 0.0, 0.5, 1.5])
