@@ -1,7 +1,7 @@
 """Latent task hierarchies (Daume III 2009): recovery, held-out prediction vs the flat model, mixing.
 
 Run: ``python benchmarks/bench_latent_hierarchy.py [--quick] [section ...]`` (sections: recovery,
-heldout, heldout-rich, real, mixing; all by default). Prints
+heldout, heldout-rich, heldout-flat, real, mixing; all by default). Prints
 
 1. recovery: tasks simulated from known trees with well-separated clades: the posterior probability
    of each true clade (`tree_posterior`, 4 chains from random trees), ASDSF and R-hat, and whether
@@ -11,9 +11,10 @@ heldout, heldout-rich, real, mixing; all by default). Prints
    (`bayesmtl.models.hierarchical.hierarchical` by `bayesmtl.inference.fit`, NUTS), on data whose
    truth is a tree of 4 tight, well-separated clades, a tree drawn from the model's own Kingman prior,
    and on data whose truth is flat (3 seeds each; 6 for the flat truth), with the model that
-   PSIS-LOO on the training rows prefers (tree or flat) beside it,
+   PSIS-LOO on the training rows prefers (tree or flat) and the stacked mixture of the two
+   (`stacked_log_predictive`, stacking weights by the same LOO) beside it,
    with 4 training rows per task (``heldout``: where borrowing strength matters) and with 12
-   (``heldout-rich``);
+   (``heldout-rich``); ``heldout-flat``: the flat truth alone on 12 seeds, the paper's model;
 3. real data: Exam schools (65 tasks) and radon counties (85 tasks), regression, and Exam as a
    classification task (``normexam > 0``), held-out rows by `bayesmtl.data.train_test_split`, with
    and without the learnt leaf variance;
@@ -38,29 +39,18 @@ import jax
 import numpy as np
 from bayesmtl.data import TaskData, load_exam, load_radon, train_test_split
 from bayesmtl.inference.compare import compare as loo_compare
+from bayesmtl.inference.compare import stacked_log_predictive
 from bayesmtl.inference.fit import fit
 from bayesmtl.inference.latent_hierarchy_em import latent_hierarchy_em
+from bayesmtl.inference.predict import log_predictive
 from bayesmtl.inference.tree_posterior import tree_posterior
 from bayesmtl.models import hierarchical as flat
 from bayesmtl.models.latent_hierarchy import simulate
 from bayesmtl.models.tree import clades, tree_from_merges
-from scipy import stats
-from scipy.special import log_expit
 
 QUICK = "--quick" in sys.argv
 CHAINS = 2 if QUICK else 4
 WARM, DRAWS = (150, 250) if QUICK else (400, 800)
-
-
-def _lppd_flat(res, test: TaskData, likelihood: str, intercept: bool) -> np.ndarray:
-    s = res.flat_samples()
-    x = np.column_stack([np.ones(test.n), test.X]) if intercept else test.X
-    eta = np.einsum("nd,snd->sn", x, s["w"][:, test.task])
-    if likelihood == "gaussian":
-        lp = stats.norm.logpdf(test.y[None], eta, s["sigma"].reshape(-1, 1))
-    else:
-        lp = np.where(test.y[None] > 0.5, log_expit(eta), log_expit(-eta))
-    return np.logaddexp.reduce(lp, axis=0) - np.log(len(eta))
 
 
 def _with_intercept(d: TaskData) -> TaskData:
@@ -86,7 +76,7 @@ def compare(train, test, *, likelihood="gaussian", intercept=False, seed=0, labe
                   seed=seed, progress_bar=False, posterior_predictive=False,
                   model_kwargs={"intercept": intercept, "likelihood": likelihood})  # fmt: skip
     t_flat = time.perf_counter() - t0
-    lp_flat = _lppd_flat(res, test, likelihood, intercept)
+    lp_flat = log_predictive(res, test)
     out = []
     for lv, lp_tree, (post, t_tree) in zip(leaf_vars, lp_trees, runs):
         diff = lp_tree - lp_flat
@@ -95,16 +85,21 @@ def compare(train, test, *, likelihood="gaussian", intercept=False, seed=0, labe
         table = loo_compare({"tree": post, "flat": res})
         loo_diff = table.loc["tree", "elpd"] - table.loc["flat", "elpd"]
         picked = float(diff.mean()) if loo_diff > 0 else 0.0
+        # the stacked mixture of the two predictives, weights by the same LOO (Yao et al. 2018)
+        stacked = stacked_log_predictive({"tree": post, "flat": res}, {"tree": te, "flat": test},
+                                         weights=table["weight"]) - lp_flat  # fmt: skip
         print(
             f"{label:30s} leaf_var {tag:6s} lppd/row tree {lp_tree.mean():7.3f}  flat "
             f"{lp_flat.mean():7.3f}  diff {diff.mean():+.3f} +- "
             f"{diff.std(ddof=1) / np.sqrt(len(diff)):.3f}  (ASDSF {post.asdsf():.3f}, R-hat "
             f"{post.max_rhat:.3f}; {t_tree:.0f} s vs {t_flat:.0f} s)"
             + (f"; leaf_var median {np.median(post.samples['leaf_var']):.3g}" if lv is None else "")
-            + f"; LOO elpd tree - flat {loo_diff:+.1f} (dse {table['dse'].max():.1f})"
+            + f"; LOO elpd tree - flat {loo_diff:+.1f} (dse {table['dse'].max():.1f}); stacked "
+            f"(tree weight {table.loc['tree', 'weight']:.2f}) - flat {stacked.mean():+.3f} +- "
+            f"{stacked.std(ddof=1) / np.sqrt(len(stacked)):.3f}"
         )
-        out.append((float(diff.mean()), picked))
-    return out if len(out) > 1 else out[0]
+        out.append((float(diff.mean()), picked, float(stacked.mean())))
+    return out
 
 
 def recovery():
@@ -143,7 +138,8 @@ def _clades_data(seed, n_rows, radius=2.0, spread=0.15):
     return TaskData(X=x, y=np.sum(x * w[task], 1) + rng.normal(size=16 * n_rows), task=task)
 
 
-def heldout_simulated(train_rows=4, test_rows=40, seeds=3):
+def heldout_simulated(train_rows=4, test_rows=40, seeds=3, flat_seeds=6, only=None,
+                      leaf_vars=(0.0, None)):  # fmt: skip
     """Truth = a tree of 4 tight, well-separated clades of 4 tasks; a tree drawn from the model's
     own prior (Kingman, Lambda = I); and truth = flat (one Gaussian over tasks, sd 2 per weight).
 
@@ -151,7 +147,8 @@ def heldout_simulated(train_rows=4, test_rows=40, seeds=3):
     poorly (OLS sd ~0.5 per weight) while its clade-mates lie within ~0.15: the setting in which a
     hierarchy over tasks can borrow strength that a single flat Gaussian over tasks cannot (its task
     covariance is dominated by the spread between clades). 40 held-out rows per task keep the
-    Monte Carlo error of the lppd difference well below the effect."""
+    Monte Carlo error of the lppd difference well below the effect. ``only``: the truths to run
+    (default all); ``leaf_vars``: 0 is the paper's model, ``None`` the learnt leaf variance."""
     print(
         f"== 2. held-out lppd per row ({train_rows} training, {test_rows} test rows per task): tree "
         "posterior minus flat hierarchical (positive: tree better)"
@@ -166,20 +163,24 @@ def heldout_simulated(train_rows=4, test_rows=40, seeds=3):
             jax.random.key(seed), 16, n_rows, 2, intercept=False, sigma=1.0, mu=np.zeros(2),
             tau=2.0 * np.ones(2))[0],
     }  # fmt: skip
-    leaf_vars = (0.0, None)  # the paper's model, and the leaf variance learnt
+    truths = {k: v for k, v in truths.items() if only is None or k in only}
     out = {k: [] for k in truths}
     for name, make in truths.items():
-        for seed in range(1 if QUICK else (6 if name == "flat" else seeds)):
+        for seed in range(1 if QUICK else (flat_seeds if name == "flat" else seeds)):
             train, test = train_test_split(make(seed), test_fraction=frac, seed=seed)
             out[name].append(compare(train, test, seed=seed, label=f"{name}, seed {seed}",
                                      leaf_vars=leaf_vars))  # fmt: skip
     for k, v in out.items():
-        v = np.asarray(v)  # (seed, leaf_var, [tree - flat, the LOO-picked model - flat])
+        v = np.asarray(v)  # (seed, leaf_var, [tree, the LOO-picked model, the stack] - flat)
         for j, lv in enumerate(leaf_vars):
             tag = "learnt" if lv is None else f"{lv:g}"
-            print(f"   truth = {k}, leaf_var {tag}: differences "
-                  f"{', '.join(f'{x:+.3f}' for x in v[:, j, 0])}, mean {v[:, j, 0].mean():+.3f}; "
-                  f"the model PSIS-LOO prefers: {', '.join(f'{x:+.3f}' for x in v[:, j, 1])}")
+            print(
+                f"   truth = {k}, leaf_var {tag}: differences "
+                f"{', '.join(f'{x:+.3f}' for x in v[:, j, 0])}, mean {v[:, j, 0].mean():+.3f}; "
+                f"the model PSIS-LOO prefers: {', '.join(f'{x:+.3f}' for x in v[:, j, 1])}; "
+                f"stacked: {', '.join(f'{x:+.3f}' for x in v[:, j, 2])}, mean "
+                f"{v[:, j, 2].mean():+.3f} +- {v[:, j, 2].std(ddof=1) / np.sqrt(len(v)):.3f}"
+            )
 
 
 def real_data():
@@ -193,8 +194,14 @@ def real_data():
     compare(tr, te, intercept=True, label="radon, 85 counties (regression)", leaf_vars=both)
     binary = exam.with_y((exam.y > 0).astype(float))
     tr, te = train_test_split(binary, test_fraction=0.25, seed=0)
-    compare(tr, te, likelihood="bernoulli", intercept=True, label="Exam normexam > 0 (Bernoulli)",
-            leaf_vars=both)
+    compare(
+        tr,
+        te,
+        likelihood="bernoulli",
+        intercept=True,
+        label="Exam normexam > 0 (Bernoulli)",
+        leaf_vars=both,
+    )
 
 
 def mixing(k=50, d=3):
@@ -224,6 +231,8 @@ SECTIONS = {
     "recovery": recovery,
     "heldout": heldout_simulated,
     "heldout-rich": lambda: heldout_simulated(train_rows=12),
+    # the flat truth alone, on 12 seeds, the paper's model: is the stacked predictive no worse?
+    "heldout-flat": lambda: heldout_simulated(flat_seeds=12, only=("flat",), leaf_vars=(0.0,)),
     "real": real_data,
     "mixing": mixing,
 }
