@@ -66,6 +66,8 @@ def _run_eb(spec, data, kwargs: dict, args, out_dir: Path) -> dict:
         "converged": bool(res.converged),
         # the EM's own gate: its objective settled before the iteration limit
         "gate": "pass" if res.converged else "fail",
+        "failures": {} if res.converged else {"em": [
+            f"log evidence still changing after {len(res.log_evidence_trace) - 1} iterations"]},
     }
 
 
@@ -117,8 +119,10 @@ def _run_em(spec, data, kwargs: dict, args, out_dir: Path) -> dict:
                     tree=res.tree, names=names)
     plot_evidence_trace(res.objective, out_dir / "objective.png", ylabel="EM objective")
     # the EM's own gate: it stopped because the objective settled, not at max_iter
+    failures = {} if res.converged else {
+        "em": [f"objective still changing after {res.n_iter} iterations (the limit)"]}
     return {"method": "em", "runtime_s": runtime, **res.summary(names=names),
-            "gate": "pass" if res.converged else "fail"}
+            "gate": "pass" if res.converged else "fail", "failures": failures}
 
 
 def _tree_chains(requested: int) -> int:
@@ -164,14 +168,17 @@ def _run_tree_mcmc(spec, data, kwargs: dict, args, out_dir: Path) -> dict:
     plot_similarity(post.similarity(correlation=True), out_dir / "similarity.png", tree=mcc,
                     names=names)
     post.idata.to_netcdf(out_dir / "posterior.nc", engine="h5netcdf")
-    gate = "pass"
+    # the gate: chains agree on the trees (ASDSF < 0.05) and on the continuous parameters
+    failures = {}
     if summary.get("asdsf") is not None and summary["asdsf"] >= 0.05:
-        gate = "fail"
-    if summary.get("max_rhat") is not None and summary["max_rhat"] > 1.01:
-        gate = "fail"
+        failures["trees"] = [f"ASDSF {summary['asdsf']:.3f} >= 0.05 (chains disagree on clades)"]
+    if summary.get("max_rhat") is not None:
+        for name, r in post.rhat().items():
+            if r > 1.01:
+                failures.setdefault(name, []).append(f"R-hat {r:.3f} > 1.01")
     # "_result": the draws, for `bayesmtl compare` (popped before summary.json is written)
-    return {"method": "mcmc", "runtime_s": runtime, **settings, **summary, "gate": gate,
-            "_result": post}
+    return {"method": "mcmc", "runtime_s": runtime, **settings, **summary,
+            "gate": "fail" if failures else "pass", "failures": failures, "_result": post}
 
 
 def _run_vem(spec, data, kwargs: dict, args, out_dir: Path) -> dict:
@@ -195,7 +202,9 @@ def _run_vem(spec, data, kwargs: dict, args, out_dir: Path) -> dict:
             "vem_iterations": len(res.elbo), "converged": bool(res.converged),
             "gamma_mean": np.asarray(res.gamma_mean).tolist(),
             "active_blocks": np.flatnonzero(active_blocks(res.gamma_mean)).tolist(),
-            "gate": "pass" if res.converged else "fail"}
+            "gate": "pass" if res.converged else "fail",
+            "failures": {} if res.converged else {"vem": [
+                f"ELBO still changing after {len(res.elbo)} iterations (the limit)"]}}
 
 
 RUNNERS = {"eb": _run_eb, "em": _run_em, "mcmc": _run_tree_mcmc, "vem": _run_vem}

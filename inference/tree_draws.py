@@ -142,10 +142,11 @@ class TreePosterior:
     def summary(self, *, min_probability: float = 0.05, names=None) -> dict:
         """The dict the CLI writes to ``summary.json``.
 
-        ``{"clade_probabilities": [{"tasks": [...], "probability": p}, ...] (p >= min_probability,
-        largest first), "newick": MCC tree, "asdsf": ..., "max_rhat": ..., "acceptance": ...}``,
-        plus ``elpd_loo``, ``elpd_loo_se``, ``p_loo`` and ``pareto_k_high`` (observations whose
-        Pareto k exceeds ArviZ's ``good_k``, at most 0.7) when the draws were fitted to observed data (`loo`).
+        ``{"clade_probabilities": [{"tasks": [...], "probability": p}, ...], "newick": MCC tree,
+        "asdsf": ..., "max_rhat": ..., "acceptance": ...}``: clades with p >= min_probability,
+        largest first, task indices from 0, plus ``"names"`` when the tasks have names; and
+        ``elpd_loo``, ``elpd_loo_se``, ``p_loo`` and ``pareto_k_high`` (observations whose Pareto k
+        exceeds ArviZ's ``good_k``, at most 0.7) when the draws were fitted to observed data.
         """
         names = self.task_names if names is None else names
         probs = self.clade_probabilities(min_probability)
@@ -153,6 +154,9 @@ class TreePosterior:
             {"tasks": sorted(int(i) for i in c), "probability": round(float(p), 6)}
             for c, p in sorted(probs.items(), key=lambda kv: (-kv[1], sorted(kv[0])))
         ]
+        if names is not None:  # the tasks' names too, as the Newick tree and the plots show them
+            for entry in clades_out:
+                entry["names"] = [str(names[i]) for i in entry["tasks"]]
         n_chains = len(self.trees)
         return {
             "clade_probabilities": clades_out,

@@ -55,6 +55,8 @@ def test_summary_is_json_ready_and_consistent(posterior):
     ps = [c["probability"] for c in s["clade_probabilities"]]
     assert ps == sorted(ps, reverse=True) and min(ps) >= 0.05
     assert s["clade_probabilities"][0]["tasks"] in ([0, 2, 4], [1, 3, 5])
+    for c in s["clade_probabilities"]:  # the names the Newick tree and the plots use
+        assert c["names"] == ["abcdef"[i] for i in c["tasks"]]
     assert s["newick"].endswith(";") and all(n in s["newick"] for n in "abcdef")
     assert s["max_rhat"] == pytest.approx(post.max_rhat) and 1.0 <= s["max_rhat"] < 1.2
     assert s["asdsf"] == pytest.approx(post.asdsf())
