@@ -49,9 +49,11 @@ def from_dataframe(
         Target column (``None`` for inputs only).
     features : sequence of str, optional
         Input columns (default: every column except the task, target and task-feature columns).
-        Categorical columns are one-hot encoded, first level dropped.
+        Categorical columns are one-hot encoded, first level dropped. Neither the task column nor
+        the target may be among them.
     task_feature_cols : sequence of str, optional
-        Task-level columns; each must be constant within a task.
+        Task-level columns; each must be constant within a task (and be neither the task column
+        nor the target).
 
     Examples
     --------
@@ -69,6 +71,10 @@ def from_dataframe(
     tf_cols = list(task_feature_cols or [])
     if features is None:
         features = [c for c in cols if c not in {task_col, target, *tf_cols}]
+    for name, given in [("features", list(features)), ("task_feature_cols", tf_cols)]:
+        for c, role in [(target, "target"), (task_col, "task")]:
+            if c is not None and c in given:  # y among the inputs fits w[y] = 1
+                raise ValueError(f"{name}: {c!r} is the {role} column")
     missing = [c for c in list(features) + tf_cols if c not in cols]
     if missing:
         raise ValueError(f"features: column(s) {missing} not in the data (columns: {cols})")

@@ -121,6 +121,25 @@ def test_from_dataframe_encodes_categoricals_and_task_features(tmp_path):
         from_csv(tmp_path / "missing.csv", task_col="school")
 
 
+@pytest.mark.parametrize(
+    "features, task_features, message",
+    [
+        (["x", "y"], None, "features: 'y' is the target column"),
+        (["school", "x"], None, "features: 'school' is the task column"),
+        (["x"], ["y"], "task_feature_cols: 'y' is the target column"),
+        (["x"], ["school"], "task_feature_cols: 'school' is the task column"),
+    ],
+)
+def test_from_dataframe_refuses_the_target_or_task_as_an_input(features, task_features, message):
+    """A target among the inputs would be fitted as w[y] = 1; the task index as a number means
+    nothing. Both are named, not fitted."""
+    df = pd.DataFrame({"school": [0, 0, 1, 1], "x": [1.0, 2.0, 3.0, 4.0],
+                       "y": [0.1, 0.2, 0.3, 0.4]})
+    with pytest.raises(ValueError, match=message):
+        from_dataframe(df, task_col="school", target="y", features=features,
+                       task_feature_cols=task_features)
+
+
 def test_exam_loader():
     d = load_exam()
     assert (d.n, d.n_tasks, d.n_features) == (4059, 65, 2)
