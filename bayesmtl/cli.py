@@ -1,7 +1,8 @@
 """The ``bayesmtl`` command line: list, simulate, fit, compare, sbc, demo.
 
 Every command that writes takes ``--out``; output folders are built in a temporary sibling folder
-and renamed into place at the end, and an existing output is replaced only with ``--force``.
+and renamed into place at the end, and an existing output is replaced only with ``--force``, and
+then only if it is empty or bayesmtl wrote it (its ``.bayesmtl-output`` marker file).
 """
 
 from __future__ import annotations
@@ -28,24 +29,53 @@ class CLIError(Exception):
 
 
 # --------------------------------------------------------------------------- output handling
+OUTPUT_MARKER = ".bayesmtl-output"  # in every folder atomic_dir writes: what --force may replace
+
+
+def check_out_dir(out: str | Path, *, force: bool) -> None:
+    """Refuse an ``--out`` folder that this run must not create or replace (before any fitting).
+
+    A new path is fine; an existing one needs ``--force``, and even then only an empty folder or a
+    folder that bayesmtl wrote (it holds `OUTPUT_MARKER`) is replaced, never the user's own files.
+    """
+    out = Path(out)
+    if out.exists() or out.is_symlink():
+        if not force:
+            raise CLIError(f"--out: {out} already exists (use --force to replace it)")
+        if out.is_symlink() or not out.is_dir():
+            raise CLIError(f"--out: {out} is not a bayesmtl output folder, so --force does not "
+                           "replace it; choose another --out")
+        if not (out / OUTPUT_MARKER).is_file() and any(out.iterdir()):
+            raise CLIError(f"--out: {out} is not empty and not a bayesmtl output folder (no "
+                           f"{OUTPUT_MARKER} file), so --force does not replace it; choose another "
+                           "--out or empty it yourself")
+
+
 @contextlib.contextmanager
 def atomic_dir(out: str | Path, *, force: bool):
-    """Yield a temporary folder that becomes ``out`` when the block succeeds."""
+    """Yield a temporary folder that becomes ``out`` when the block succeeds.
+
+    The folder is marked with `OUTPUT_MARKER`; ``force`` replaces an existing ``out`` only if it
+    is empty or so marked (see `check_out_dir`).
+    """
     out = Path(out)
-    if out.exists() and not force:
-        raise CLIError(f"--out: {out} already exists (use --force to replace it)")
+    check_out_dir(out, force=force)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    old = None
     try:
+        (tmp / OUTPUT_MARKER).write_text("Written by bayesmtl: `--force` may replace this folder.\n")
         yield tmp
+        check_out_dir(out, force=force)  # again: something may have appeared there meanwhile
+        if out.exists():
+            old = out.with_name(f".{out.name}.old-{os.getpid()}")
+            out.rename(old)
+        tmp.rename(out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None and not out.exists():
+            old.rename(out)  # put the previous output back
         raise
-    old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        out.rename(old)
-    tmp.rename(out)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 
@@ -452,6 +482,9 @@ def _add_data(p, required=True):
                    help="comma-separated task-level columns, constant within a task (CSV data)")
 
 
+FORCE_HELP = "replace an existing --out that bayesmtl wrote (never a folder of your own files)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="bayesmtl", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -464,7 +497,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--features", type=int, default=2)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", required=True)
-    s.add_argument("--force", action="store_true")
+    s.add_argument("--force", action="store_true",
+                   help="overwrite an existing --out file and its .truth.json")
     _add_model_opts(s)
 
     f = sub.add_parser("fit", help="fit a model, write posterior, diagnostics and plots")
@@ -473,7 +507,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sampling(f)
     _add_model_opts(f)
     f.add_argument("--out", required=True)
-    f.add_argument("--force", action="store_true")
+    f.add_argument("--force", action="store_true", help=FORCE_HELP)
 
     c = sub.add_parser("compare", help="fit several models and compare them by PSIS-LOO")
     c.add_argument("--models", required=True, help="comma-separated model names")
@@ -481,7 +515,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sampling(c)
     _add_model_opts(c)
     c.add_argument("--out", required=True)
-    c.add_argument("--force", action="store_true")
+    c.add_argument("--force", action="store_true", help=FORCE_HELP)
 
     b = sub.add_parser("sbc", help="simulation-based calibration")
     b.add_argument("--model", required=True)
@@ -497,11 +531,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--scheduler", help="address of an existing Dask scheduler")
     _add_model_opts(b)
     b.add_argument("--out", required=True)
-    b.add_argument("--force", action="store_true")
+    b.add_argument("--force", action="store_true", help=FORCE_HELP)
 
     d = sub.add_parser("demo", help="pooled vs independent vs hierarchical on the Exam data")
     d.add_argument("--out", default="results/demo")
-    d.add_argument("--force", action="store_true")
+    d.add_argument("--force", action="store_true", help=FORCE_HELP)
     _add_sampling(d)
     d.set_defaults(target_accept=0.95)
     return p

@@ -335,3 +335,63 @@ def test_simulate_latent_hierarchy_with_a_leaf_variance(tmp_path):
     assert run("simulate", "--model", "latent-hierarchy", "--tasks", 4, "--per-task", 3,
                "--leaf-var", "0.5", "--out", out, "--force") == 0
     assert "leaf_var" not in json.loads(out.with_suffix(".truth.json").read_text())  # fixed
+
+
+# --------------------------------------------------------------------------- --out and --force
+# These run no fit: fit_and_write is replaced by a stub that records its calls, so each test
+# checks that a bad --out (or --models) is refused before any fitting starts.
+SPEC = "synthetic:pooled?tasks=3&per_task=4"
+
+
+@pytest.fixture
+def fits(monkeypatch):
+    import bayesmtl.cli as cli
+
+    calls = []
+
+    def stub(spec, data, args, out_dir, *, data_label):
+        calls.append(spec.name)
+        (out_dir / "summary.json").write_text("{}")
+        return {"model": spec.name, "method": "nuts", "gate": "pass"}
+
+    monkeypatch.setattr(cli, "fit_and_write", stub)
+    return calls
+
+
+def test_atomic_dir_marks_its_folders_and_force_replaces_only_those(tmp_path):
+    from bayesmtl.cli import OUTPUT_MARKER, CLIError, atomic_dir
+
+    out = tmp_path / "res"
+    with atomic_dir(out, force=False) as tmp:
+        (tmp / "a.txt").write_text("1")
+    assert (out / OUTPUT_MARKER).is_file() and (out / "a.txt").exists()
+    with atomic_dir(out, force=True) as tmp:  # a bayesmtl output: replaced whole
+        (tmp / "b.txt").write_text("2")
+    assert (out / OUTPUT_MARKER).is_file() and (out / "b.txt").exists()
+    assert not (out / "a.txt").exists()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with atomic_dir(empty, force=True) as tmp:  # an empty folder holds nothing to lose
+        (tmp / "c.txt").write_text("3")
+    assert (empty / "c.txt").exists()
+    user = tmp_path / "user"
+    (user / "sub").mkdir(parents=True)
+    (user / "sub" / "keep.txt").write_text("mine")
+    (tmp_path / "notes.txt").write_text("mine")
+    for path in (user, tmp_path / "notes.txt"):
+        with pytest.raises(CLIError, match=r"^--out: .*not a bayesmtl output"):
+            with atomic_dir(path, force=True):
+                pytest.fail("entered the block")
+    assert (user / "sub" / "keep.txt").read_text() == "mine"
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp left
+
+
+def test_force_keeps_a_folder_that_bayesmtl_did_not_write(tmp_path, capsys, fits):
+    sandbox = tmp_path / "sandbox"
+    (sandbox / "sub").mkdir(parents=True)
+    (sandbox / "sub" / "keep.txt").write_text("mine")
+    assert run("fit", "--model", "pooled", "--data", SPEC, "--out", sandbox, "--force") == 2
+    err = capsys.readouterr().err
+    assert "--out:" in err and "--force" in err and len(err.strip().splitlines()) == 1
+    assert fits == [] and (sandbox / "sub" / "keep.txt").read_text() == "mine"
