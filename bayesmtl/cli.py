@@ -39,6 +39,9 @@ def check_out_dir(out: str | Path, *, force: bool) -> None:
     folder that bayesmtl wrote (it holds `OUTPUT_MARKER`) is replaced, never the user's own files.
     """
     out = Path(out)
+    if out.name in ("", ".", ".."):  # '.', '/', 'a/..': renaming into place would fail at the end
+        raise CLIError(f"--out: {str(out)!r} names no folder of its own; give a new folder's "
+                       "path, e.g. results/fit")
     if out.exists() or out.is_symlink():
         if not force:
             raise CLIError(f"--out: {out} already exists (use --force to replace it)")
@@ -308,6 +311,7 @@ def cmd_fit(args) -> int:
     from bayesmtl.registry import get_model
 
     spec = get_model(args.model)
+    check_out_dir(args.out, force=args.force)
     data = load_data(args.data, args)
     with atomic_dir(args.out, force=args.force) as tmp:
         s = fit_and_write(spec, data, args, tmp, data_label=args.data)
@@ -360,6 +364,7 @@ def cmd_compare(args) -> int:
     names = [m.strip() for m in args.models.split(",") if m.strip()]
     if len(names) < 2:
         raise CLIError("--models: give at least two comma-separated model names")
+    check_out_dir(args.out, force=args.force)
     data = load_data(args.data, args)
     with atomic_dir(args.out, force=args.force) as tmp:
         summaries, table = _compare_into(names, data, args, tmp, args.data)
@@ -382,6 +387,7 @@ def cmd_sbc(args) -> int:
         raise CLIError(f"--model: SBC needs a simulator that draws from the prior; {spec.name}'s "
                        "simulator draws well-separated tasks instead")
     kw = _model_kwargs(spec, args)
+    check_out_dir(args.out, force=args.force)
     simulate = functools.partial(spec.simulate, n_tasks=args.tasks, n_per_task=args.per_task,
                                  n_features=args.features, **kw)
     warmup, samples = (min(args.warmup, 150), min(args.samples, 150)) if FAST else (
@@ -404,6 +410,7 @@ def cmd_demo(args) -> int:
     """Fit pooled, independent and hierarchical models to the Exam data and compare by LOO."""
     from bayesmtl.data import load_exam
 
+    check_out_dir(args.out, force=args.force)
     data = load_exam()
     t0 = time.perf_counter()
     with atomic_dir(args.out, force=args.force) as tmp:

@@ -395,3 +395,17 @@ def test_force_keeps_a_folder_that_bayesmtl_did_not_write(tmp_path, capsys, fits
     err = capsys.readouterr().err
     assert "--out:" in err and "--force" in err and len(err.strip().splitlines()) == 1
     assert fits == [] and (sandbox / "sub" / "keep.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("out", [".", "..", "sub/.."])
+@pytest.mark.parametrize("force", [[], ["--force"]])
+def test_an_out_without_a_name_of_its_own_is_refused_up_front(out, force, tmp_path, capsys,
+                                                               monkeypatch, fits):
+    """--out . once ran the whole fit, then failed on "PosixPath('.') has an empty name" and left
+    a hidden temp folder behind."""
+    work = tmp_path / "work"
+    (work / "sub").mkdir(parents=True)
+    monkeypatch.chdir(work)
+    assert run("fit", "--model", "pooled", "--data", SPEC, "--out", out, *force) == 2
+    assert f"--out: {out!r} names no folder of its own" in capsys.readouterr().err
+    assert fits == [] and sorted(p.name for p in tmp_path.rglob("*")) == ["sub", "work"]
