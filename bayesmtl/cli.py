@@ -364,6 +364,17 @@ def cmd_compare(args) -> int:
     names = [m.strip() for m in args.models.split(",") if m.strip()]
     if len(names) < 2:
         raise CLIError("--models: give at least two comma-separated model names")
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise CLIError(f"--models: {', '.join(map(repr, twice))} is named more than once; name each "
+                       "model once")
+    from bayesmtl.registry import get_model
+
+    for name in names:
+        try:
+            get_model(name)
+        except ValueError as e:  # "model: unknown model ..."
+            raise CLIError(f"--models: {str(e).removeprefix('model: ')}") from None
     check_out_dir(args.out, force=args.force)
     data = load_data(args.data, args)
     with atomic_dir(args.out, force=args.force) as tmp:

@@ -409,3 +409,18 @@ def test_an_out_without_a_name_of_its_own_is_refused_up_front(out, force, tmp_pa
     assert run("fit", "--model", "pooled", "--data", SPEC, "--out", out, *force) == 2
     assert f"--out: {out!r} names no folder of its own" in capsys.readouterr().err
     assert fits == [] and sorted(p.name for p in tmp_path.rglob("*")) == ["sub", "work"]
+
+
+@pytest.mark.parametrize(
+    "models, message",
+    [
+        ("pooled,pooled", "--models: 'pooled' is named more than once"),
+        ("pooled, hierarchical ,hierarchical", "--models: 'hierarchical' is named more than once"),
+        ("pooled,nope", "--models: unknown model 'nope'; choose from"),
+    ],
+)
+def test_compare_checks_the_model_names_before_fitting(models, message, tmp_path, capsys, fits):
+    """pooled,pooled once crashed with a FileExistsError traceback after the first fit."""
+    assert run("compare", "--models", models, "--data", SPEC, "--out", tmp_path / "c") == 2
+    assert message in capsys.readouterr().err
+    assert fits == [] and not list(tmp_path.iterdir())
