@@ -290,6 +290,15 @@ def cmd_simulate(args) -> int:
 
     spec = get_model(args.model)
     kw = _model_kwargs(spec, args)
+    out = Path(args.out)
+    if out.name in ("", ".", "..") or out.is_dir():
+        raise CLIError(f"--out: {args.out!r} is a folder; give the path of the CSV file to write, "
+                       "e.g. tasks.csv")
+    truth_path = out.with_suffix(".truth.json")
+    for path in (out, truth_path):  # both, before writing either
+        if path.exists() and not args.force:
+            raise CLIError(f"--out: {path} already exists (use --force to replace {out} and "
+                           f"{truth_path})")
     data, truth = spec.simulate(jax.random.key(args.seed), args.tasks, args.per_task,
                                 args.features, **kw)
     df = pd.DataFrame(data.X, columns=[f"x{j}" for j in range(data.n_features)])
@@ -298,12 +307,10 @@ def cmd_simulate(args) -> int:
         for j in range(data.task_features.shape[1]):
             df[f"tf{j}"] = data.task_features[data.task, j]
     df["y"] = data.y
-    out = Path(args.out)
-    atomic_write_text(out, df.to_csv(index=False), force=args.force)
     truth_out = {k: np.asarray(v) for k, v in truth.items() if k != "y"}
-    atomic_write_text(out.with_suffix(".truth.json"),
-                      json.dumps(truth_out, default=_json_default), force=True)
-    print(f"wrote {out} ({data.n} rows, {data.n_tasks} tasks) and {out.with_suffix('.truth.json')}")
+    atomic_write_text(out, df.to_csv(index=False), force=True)  # both checked above
+    atomic_write_text(truth_path, json.dumps(truth_out, default=_json_default), force=True)
+    print(f"wrote {out} ({data.n} rows, {data.n_tasks} tasks) and {truth_path}")
     return 0
 
 

@@ -424,3 +424,23 @@ def test_compare_checks_the_model_names_before_fitting(models, message, tmp_path
     assert run("compare", "--models", models, "--data", SPEC, "--out", tmp_path / "c") == 2
     assert message in capsys.readouterr().err
     assert fits == [] and not list(tmp_path.iterdir())
+
+
+def test_simulate_checks_both_outputs_before_writing_either(tmp_path, capsys):
+    """simulate --out other.csv once overwrote an existing other.truth.json without --force."""
+    csv, truth = tmp_path / "other.csv", tmp_path / "other.truth.json"
+    truth.write_text("mine")
+    argv = ["simulate", "--model", "pooled", "--tasks", 2, "--per-task", 3, "--out", csv]
+    assert run(*argv) == 2
+    assert f"--out: {truth} already exists" in capsys.readouterr().err
+    assert truth.read_text() == "mine" and not csv.exists()
+    assert run(*argv, "--force") == 0
+    assert "w" in json.loads(truth.read_text()) and len(pd.read_csv(csv)) == 6
+
+
+@pytest.mark.parametrize("out", [".", "folder"])
+def test_simulate_refuses_a_folder_as_out(out, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "folder").mkdir()
+    assert run("simulate", "--model", "pooled", "--out", out, "--force") == 2
+    assert f"--out: {out!r} is a folder" in capsys.readouterr().err
