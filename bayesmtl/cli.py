@@ -126,11 +126,21 @@ def load_data(spec: str, args) -> TaskData:  # noqa: F821
             spec_m = get_model(name)
         except ValueError as e:
             raise CLIError(f"--data: {e}") from None
-        opts = spec_m.model_kwargs(likelihood=q.get("likelihood"))
-        data, _ = spec_m.simulate(
-            jax.random.key(int(q.get("seed", 0))), int(q.get("tasks", 8)),
-            int(q.get("per_task", 20)), int(q.get("features", 2)), **opts,
-        )
+        sizes = {"tasks": 8, "per_task": 20, "features": 2, "seed": 0}
+        for k in sizes:
+            try:
+                sizes[k] = int(q.get(k, sizes[k]))
+            except ValueError:
+                raise CLIError(f"--data: {k}={q[k]!r} is not an integer") from None
+        try:
+            opts = spec_m.model_kwargs(likelihood=q.get("likelihood"))
+            data, _ = spec_m.simulate(jax.random.key(sizes["seed"]), sizes["tasks"],
+                                      sizes["per_task"], sizes["features"], **opts)
+        except ValueError as e:  # "n_tasks: ..." is the spec's tasks=..., not a flag
+            name, sep, rest = str(e).partition(":")
+            name = {"n_tasks": "tasks", "n_per_task": "per_task", "n_features": "features"}.get(
+                name, name)
+            raise CLIError(f"--data: {name}{sep}{rest}") from None
         return data
     path = Path(spec)
     if path.suffix.lower() == ".csv" or path.exists():
@@ -570,6 +580,24 @@ COMMANDS = {"list": cmd_list, "simulate": cmd_simulate, "fit": cmd_fit, "compare
             "sbc": cmd_sbc, "demo": cmd_demo}
 
 
+# A ValueError from inside names the Python argument; the user typed a flag.
+FLAG_OF = {"num_chains": "--chains", "num_warmup": "--warmup", "num_samples": "--samples",
+           "n_clusters": "--clusters", "task_col": "--task-col", "target": "--target",
+           "features": "--features", "task_feature_cols": "--task-features", "model": "--model",
+           "target_accept": "--target-accept", "n_tasks": "--tasks", "n_per_task": "--per-task",
+           "n_features": "--features", "num_simulations": "--sims"}
+
+
+def user_message(error: Exception) -> str:
+    """The error's message with a leading internal argument name (``num_chains: ...``) replaced by
+    the flag the user typed (``--chains: ...``)."""
+    text = str(error)
+    name, sep, rest = text.partition(":")
+    if isinstance(error, CLIError) or not sep or name not in FLAG_OF:
+        return text
+    return f"{FLAG_OF[name]}:{rest}"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command != "list":
@@ -579,7 +607,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except (CLIError, ValueError) as e:
-        print(f"bayesmtl {args.command}: error: {e}", file=sys.stderr)
+        print(f"bayesmtl {args.command}: error: {user_message(e)}", file=sys.stderr)
         return 2
 
 

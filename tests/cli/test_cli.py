@@ -107,7 +107,7 @@ def test_compare_refuses_a_method_without_draws(tmp_path, capsys):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["fit", "--model", "nope", "--data", "exam", "--out", "x"], "model: unknown model"),
+        (["fit", "--model", "nope", "--data", "exam", "--out", "x"], "--model: unknown model"),
         (["fit", "--model", "pooled", "--data", "nope", "--out", "x"], "--data: 'nope'"),
         (["fit", "--model", "pooled", "--data", "missing.csv", "--out", "x"], "no such file"),
         (["fit", "--model", "pooled", "--data", "synthetic:pooled?bogus=1", "--out", "x"],
@@ -444,3 +444,35 @@ def test_simulate_refuses_a_folder_as_out(out, tmp_path, capsys, monkeypatch):
     (tmp_path / "folder").mkdir()
     assert run("simulate", "--model", "pooled", "--out", out, "--force") == 2
     assert f"--out: {out!r} is a folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["fit", "--chains", 0], "--chains: expected an integer >= 1, got 0"),
+        (["fit", "--warmup", -1], "--warmup: expected an integer >= 0, got -1"),
+        (["fit", "--samples", 0], "--samples: expected an integer >= 1, got 0"),
+        (["fit", "--task-col", "tsk"], "--task-col: column 'tsk' not in the data"),
+        (["fit", "--target", "yy"], "--target: column 'yy' not in the data"),
+        (["fit", "--features", "x0,y"], "--features: 'y' is the target column"),
+        (["fit", "--features", "x0,task"], "--features: 'task' is the task column"),
+        (["fit", "--features", "x9"], "--features: column(s) ['x9'] not in the data"),
+        (["fit", "--data", "synthetic:pooled?tasks=0"], "--data: tasks: must be >= 1, got 0"),
+        (["fit", "--data", "synthetic:pooled?tasks=two"], "--data: tasks='two' is not an integer"),
+        (["simulate", "--model", "clustering", "--clusters", 0],
+         "--clusters: must be an integer >= 1, got 0"),
+        (["simulate", "--model", "pooled", "--tasks", 0], "--tasks: must be >= 1, got 0"),
+    ],
+)
+def test_errors_name_the_flag_the_user_typed(argv, message, simulated, tmp_path, capsys):
+    """ValueErrors from inside name Python arguments (num_chains, task_col, ...); the CLI says
+    --chains, --task-col, ... instead, and keeps the rest of the message."""
+    command, *rest = argv
+    if command == "fit":  # the simulated CSV, with one option changed
+        opts = {"--data": simulated, "--task-col": "task", "--target": "y", "--features": "x0",
+                **dict(zip(rest[::2], rest[1::2]))}
+        argv = ["fit", "--model", "pooled", *[a for kv in opts.items() for a in kv]]
+    assert run(*argv, "--out", tmp_path / "out.csv") == 2
+    err = capsys.readouterr().err
+    assert f"bayesmtl {command}: error: {message}" in err, err
+    assert not list(tmp_path.iterdir())
