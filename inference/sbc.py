@@ -5,6 +5,10 @@ record the rank of each true parameter among ``L`` thinned posterior draws. If t
 calibrated, every rank is uniform on ``{0, ..., L}``. Uniformity is tested per variable by a
 chi-square test on binned ranks, with a Bonferroni correction across variables.
 
+Elements the model pins to a constant (the first row and upper triangle of an LKJ Cholesky factor:
+every posterior draw equals the true value) carry no information: their rank is always 0. They
+are left out, element by element, of the tests and the ECDF plot, and listed in the summary.
+
 The fits reuse one compiled NUTS kernel (all simulations share shapes), and can be spread over
 processes with `map_processes` (Dask distributed).
 """
@@ -36,6 +40,12 @@ class SBCResult:
         Variable -> chi-square p-value of uniform ranks (elements pooled).
     alpha : float
         Family-wise level of the test.
+    seeds : list of int
+        Seed of each simulation.
+    fixed : dict
+        Variable -> boolean mask ``shape``: elements the model pins (every posterior draw equal to
+        the true value in every simulation), left out of ``p_values`` and the plot. A variable
+        missing here has none.
     """
 
     ranks: dict[str, np.ndarray]
@@ -43,6 +53,14 @@ class SBCResult:
     p_values: dict[str, float]
     alpha: float
     seeds: list[int] = field(default_factory=list)
+    fixed: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def _free(self, name: str) -> np.ndarray:
+        """Flat mask of the elements of ``name`` that are not fixed."""
+        r = self.ranks[name]
+        if name not in self.fixed:
+            return np.ones(int(np.prod(r.shape[1:])), dtype=bool)
+        return ~np.asarray(self.fixed[name], dtype=bool).reshape(-1)
 
     @property
     def uniform(self) -> bool:
@@ -57,12 +75,18 @@ class SBCResult:
             "p_values": {k: float(v) for k, v in self.p_values.items()},
             "alpha": self.alpha,
             "uniform": self.uniform,
+            "fixed_elements": {
+                k: [e for e, free in zip(_element_names(k, r.shape[1:]), self._free(k)) if not free]
+                for k, r in self.ranks.items() if not self._free(k).all()
+            },
         }
 
     def plot(self, path=None):
         """ECDF-difference plot of the ranks' PIT values with simultaneous 95 % bands.
 
-        Returns the matplotlib figure; saves a PNG when ``path`` is given.
+        One panel per variable with a p-value, one curve per element; fixed elements are left out
+        (the panel title counts them). Returns the matplotlib figure; saves a PNG when ``path`` is
+        given.
         """
         import matplotlib
 
@@ -70,27 +94,43 @@ class SBCResult:
             matplotlib.use("Agg", force=False)
         import matplotlib.pyplot as plt
 
-        names = list(self.ranks)
-        fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 2.8), squeeze=False)
+        names = [k for k in self.ranks if k in self.p_values and self._free(k).any()]
+        fig, axes = plt.subplots(1, max(1, len(names)), figsize=(3.2 * max(1, len(names)), 2.8),
+                                 squeeze=False)
         for ax, name in zip(axes[0], names):
             r = self.ranks[name].reshape(self.ranks[name].shape[0], -1)
+            free = self._free(name)
+            labels = _element_names(name, self.ranks[name].shape[1:])
             n = r.shape[0]
             grid = np.linspace(0, 1, 101)
             # Simultaneous band for one ECDF of n uniforms (DKW inequality, 95 %).
             eps = np.sqrt(np.log(2 / 0.05) / (2 * n))
             ax.fill_between(grid, -eps, eps, color="0.85", label="95 % band")
-            for j in range(r.shape[1]):
+            for j in np.flatnonzero(free):
                 u = (r[:, j] + 0.5) / (self.max_rank + 1)
                 ecdf = (u[None, :] <= grid[:, None]).mean(axis=1)
-                ax.plot(grid, ecdf - grid, lw=0.8)
+                ax.plot(grid, ecdf - grid, lw=0.8, label=labels[j])
             ax.axhline(0, color="k", lw=0.5)
-            ax.set_title(f"{name} (p={self.p_values[name]:.2f})", fontsize=9)
+            title = f"{name} (p={self.p_values[name]:.2f})"
+            if not free.all():
+                title += f"\n{int((~free).sum())} fixed element(s) left out"
+            ax.set_title(title, fontsize=9)
             ax.set_xlabel("PIT")
+        if not names:
+            axes[0][0].text(0.5, 0.5, "no variable with a free element", ha="center",
+                            va="center", transform=axes[0][0].transAxes)
         axes[0][0].set_ylabel("ECDF - uniform")
         fig.tight_layout()
         if path is not None:
             fig.savefig(path, dpi=110)
         return fig
+
+
+def _element_names(name: str, shape) -> list[str]:
+    """``name[i,j]`` for every element of an array of ``shape`` (``name`` for a scalar)."""
+    if not shape:
+        return [name]
+    return [f"{name}[{','.join(map(str, idx))}]" for idx in np.ndindex(*shape)]
 
 
 def rank_statistics(draws: dict, truth: dict, *, thin: int, num_ranks: int) -> dict:
@@ -106,6 +146,34 @@ def rank_statistics(draws: dict, truth: dict, *, thin: int, num_ranks: int) -> d
             )
         out[name] = (kept < np.asarray(truth[name])[None]).sum(axis=0)
     return out
+
+
+def _simulation_ranks(draws: dict, truth: dict, *, thin: int, num_ranks: int) -> dict:
+    """Ranks of one simulation, and which elements the model pins (every kept draw == truth)."""
+    ranks = rank_statistics(draws, truth, thin=thin, num_ranks=num_ranks)
+    pinned = {k: np.all(np.asarray(draws[k])[::thin][:num_ranks] == np.asarray(truth[k])[None],
+                        axis=0)
+              for k in ranks}
+    return {"ranks": ranks, "pinned": pinned}
+
+
+def _collect(per_sim: list[dict], *, max_rank: int, bins: int, alpha: float,
+             seeds: list[int]) -> SBCResult:
+    """Stack the simulations' ranks; test each variable's free elements for uniformity."""
+    names = sorted(set.intersection(*(set(r["ranks"]) for r in per_sim)))
+    if not names:
+        raise ValueError("var_names: no posterior variable has a true value from simulate")
+    ranks = {k: np.stack([r["ranks"][k] for r in per_sim]) for k in names}
+    # An element is fixed when the model pins it in every simulation; a free element whose ranks
+    # happen to be constant (truth always beyond the draws) is kept: that is a failure to show.
+    fixed = {k: np.all(np.stack([r["pinned"][k] for r in per_sim]), axis=0) for k in names}
+    p_values = {}
+    for k, r in ranks.items():
+        free = ~fixed[k].reshape(-1)
+        if free.any():
+            p_values[k] = _chi2_uniform(r.reshape(r.shape[0], -1)[:, free], max_rank, bins)
+    return SBCResult(ranks=ranks, max_rank=max_rank, p_values=p_values, alpha=alpha,
+                     seeds=seeds, fixed=fixed)
 
 
 def _chi2_uniform(ranks: np.ndarray, max_rank: int, bins: int) -> float:
@@ -129,7 +197,7 @@ def _one_simulation(job: dict) -> dict:
     draws = {k: v[0] for k, v in samples.items()}
     if job["var_names"] is not None:
         draws = {k: v for k, v in draws.items() if k in job["var_names"]}
-    return rank_statistics(draws, truth, thin=job["thin"], num_ranks=job["num_ranks"])
+    return _simulation_ranks(draws, truth, thin=job["thin"], num_ranks=job["num_ranks"])
 
 
 def sbc(
@@ -213,17 +281,4 @@ def sbc(
     ]
     per_sim = map_processes(_one_simulation, jobs, workers=workers, scheduler=scheduler,
                             progress_bar=progress_bar, desc="SBC")
-    names = sorted(set.intersection(*(set(r) for r in per_sim)))
-    if not names:
-        raise ValueError("var_names: no posterior variable has a true value from simulate")
-    ranks = {k: np.stack([r[k] for r in per_sim]) for k in names}
-    # Ranks of constant elements (e.g. the fixed diagonal of an LKJ Cholesky factor) carry no
-    # information; drop variables whose every element is constant.
-    p_values = {}
-    for k, r in ranks.items():
-        flat = r.reshape(r.shape[0], -1)
-        informative = flat[:, flat.std(axis=0) > 0]
-        if informative.size:
-            p_values[k] = _chi2_uniform(informative, num_ranks, bins)
-    return SBCResult(ranks=ranks, max_rank=num_ranks, p_values=p_values, alpha=alpha,
-                     seeds=seeds)
+    return _collect(per_sim, max_rank=num_ranks, bins=bins, alpha=alpha, seeds=seeds)
