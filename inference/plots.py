@@ -44,14 +44,65 @@ def _global_vars(idata, limit: int = 6) -> list[str]:
     return (small or names)[:limit]
 
 
+def _colour_dim(idata, var_names) -> str | None:
+    """The one non-sample dimension the variables share (e.g. ``feature``), if it is small.
+
+    Colour follows it across variables (``mu`` and ``tau`` of a feature in one colour), so one
+    legend can name the colours. None when the variables have several such dimensions.
+    """
+    post = idata.posterior
+    dims = {d for v in var_names for d in post[v].dims if d not in ("chain", "draw")}
+    if len(dims) != 1 or any(len(post[v].dims) > 3 for v in var_names):
+        return None
+    dim = next(iter(dims))
+    return dim if post.sizes[dim] <= 10 else None
+
+
+def _trace_legend(pc, idata, var_names, dim):
+    """One legend beside the trace plot: a colour per coordinate of ``dim``, a line per chain."""
+    from matplotlib.lines import Line2D
+
+    lines = pc.viz["trace"]
+    handles = []
+    if dim is not None:
+        with_dim = [v for v in var_names if dim in idata.posterior[v].dims]
+        coords = lines[with_dim[0]][dim].values
+        for c in coords:
+            line = lines[with_dim[0]].sel({dim: c}).isel(chain=0).item()
+            handles.append(Line2D([], [], color=line.get_color(), lw=2, label=str(c)))
+        without = [v for v in var_names if v not in with_dim]
+        if without:  # those share one colour: name them
+            line = lines[without[0]].isel(chain=0).item()
+            handles.append(Line2D([], [], color=line.get_color(), lw=2, label=", ".join(without)))
+    first = lines[var_names[0]]
+    if first.sizes.get("chain", 1) > 1:
+        one = first.isel({d: 0 for d in first.dims if d != "chain"})
+        for ch, line in zip(one["chain"].values, one.values):
+            handles.append(Line2D([], [], color="0.3", ls=line.get_linestyle(),
+                                  label=f"chain {ch}"))
+    if handles:
+        fig = pc.viz["figure"].item()
+        fig.legend(handles=handles, loc="upper left", bbox_to_anchor=(0.91, 0.88), fontsize=8,
+                   frameon=False, title=dim, title_fontsize=8)
+
+
 def plot_trace(idata, path: str | Path | None = None, var_names=None):
-    """Trace and marginal densities of the population-level variables (`arviz.plot_trace_dist`)."""
+    """Trace and marginal densities of the population-level variables (`arviz.plot_trace_dist`).
+
+    When the variables share one small dimension (e.g. ``feature``), each of its coordinates keeps
+    one colour across variables and a legend names them (``intercept``, ``standLRT``, ...) and the
+    chains' line styles.
+    """
     import arviz as az
 
     _mpl()
-    pc = az.plot_trace_dist(idata, var_names=var_names or _global_vars(idata))
+    var_names = list(var_names or _global_vars(idata))
+    dim = _colour_dim(idata, var_names)
+    aes = {"aes": {"color": [dim], "linestyle": ["chain"]}} if dim is not None else {}
+    pc = az.plot_trace_dist(idata, var_names=var_names, **aes)
+    _trace_legend(pc, idata, var_names, dim)
     if path is not None:
-        pc.savefig(str(path))
+        pc.savefig(str(path), bbox_inches="tight")
     return pc
 
 
@@ -66,14 +117,57 @@ def plot_rank(idata, path: str | Path | None = None, var_names=None):
     return pc
 
 
-def plot_ppc(idata, path: str | Path | None = None):
-    """Posterior predictive check: replicated against observed distributions of ``y``."""
+def _target_name(idata) -> str | None:
+    """The target's name if the DataTree records one: ``attrs['target_name']`` of the root, of
+    ``observed_data`` or of ``posterior``."""
+    groups = [idata] + [idata[g] for g in ("observed_data", "posterior") if g in idata.children]
+    for group in groups:
+        if group.attrs.get("target_name"):
+            return str(group.attrs["target_name"])
+    return None
+
+
+def plot_ppc(idata, path: str | Path | None = None, *, target_name: str | None = None,
+             num_samples: int = 50):
+    """Posterior predictive check: densities of replicated data sets against the observed one.
+
+    Parameters
+    ----------
+    idata : DataTree
+        With ``posterior_predictive`` and ``observed_data``.
+    path : str or Path, optional
+        PNG written here when given.
+    target_name : str, optional
+        Names the panel and its x axis (e.g. ``TaskData.target_name``); default: an
+        ``attrs['target_name']`` of the DataTree (root, ``observed_data`` or ``posterior``), else
+        the observed variable's name.
+    num_samples : int
+        Replicated data sets drawn.
+    """
     import arviz as az
+    from matplotlib.lines import Line2D
 
     _mpl()
-    pc = az.plot_ppc_dist(idata, num_samples=50)
+    target_name = target_name or _target_name(idata)
+    pc = az.plot_ppc_dist(idata, num_samples=num_samples, visuals={"remove_axis": False})
+    for var in pc.viz["plot"].data_vars:
+        ax = pc.viz["plot"][var].item()
+        name = target_name if target_name and var == "y" else var
+        pc.viz["title"][var].item().set_text(f"{name}: posterior predictive check")
+        ax.set_xlabel(name)
+        ax.set_ylabel("density")
+        ax.spines[["top", "right"]].set_visible(False)
+        observed = pc.viz["observed_dist"][var].item()
+        replicated = pc.viz["predictive_dist"][var].values.flat[0]
+        ax.legend(handles=[
+            Line2D([], [], color=observed.get_color(), lw=observed.get_linewidth(),
+                   label="observed"),
+            Line2D([], [], color=replicated.get_color(), lw=replicated.get_linewidth(),
+                   alpha=replicated.get_alpha(),
+                   label=f"posterior predictive ({num_samples} draws)"),
+        ], fontsize=8, frameon=False, loc="upper right")
     if path is not None:
-        pc.savefig(str(path))
+        pc.savefig(str(path), bbox_inches="tight")
     return pc
 
 
@@ -124,8 +218,11 @@ def plot_task_forest(idata, path: str | Path | None = None, var: str = "w", prob
     return fig
 
 
-def save_fit_plots(idata, out_dir: str | Path) -> list[str]:
-    """Write ``trace.png``, ``rank.png``, ``forest.png`` and ``ppc.png`` where they apply."""
+def save_fit_plots(idata, out_dir: str | Path, *, target_name: str | None = None) -> list[str]:
+    """Write ``trace.png``, ``rank.png``, ``forest.png`` and ``ppc.png`` where they apply.
+
+    ``target_name`` (e.g. ``TaskData.target_name``) names the posterior predictive check.
+    """
     plt = _mpl()
     out_dir = Path(out_dir)
     written = []
@@ -137,7 +234,10 @@ def save_fit_plots(idata, out_dir: str | Path) -> list[str]:
     for name, fn in jobs:
         if name == "rank.png" and idata.posterior.sizes.get("chain", 1) < 2:
             continue
-        fn(idata, out_dir / name)
+        if fn is plot_ppc:
+            fn(idata, out_dir / name, target_name=target_name)
+        else:
+            fn(idata, out_dir / name)
         plt.close("all")
         written.append(name)
     return written
