@@ -341,10 +341,7 @@ def cmd_fit(args) -> int:
 
 
 def _compare_into(names, data, args, tmp: Path, data_label: str) -> tuple[dict, object]:
-    import arviz as az
-
     from bayesmtl.inference import compare
-    from bayesmtl.inference.plots import _mpl
     from bayesmtl.registry import get_model
 
     specs = [get_model(n) for n in names]
@@ -369,12 +366,52 @@ def _compare_into(names, data, args, tmp: Path, data_label: str) -> tuple[dict, 
         summaries[spec.name] = s
     table = compare(results)
     table.to_csv(tmp / "compare.csv")
-    plt = _mpl()
-    pc = az.plot_compare(table)
-    (pc.savefig(str(tmp / "compare.png")) if hasattr(pc, "savefig")
-     else plt.gcf().savefig(tmp / "compare.png"))
-    plt.close("all")
+    save_compare_plot(table, tmp / "compare.png")
     return summaries, table
+
+
+def save_compare_plot(table, path: Path):
+    """`arviz.plot_compare` of a `compare` table, with its title and axis label inside the PNG;
+    returns the (closed) figure."""
+    import arviz as az
+
+    from bayesmtl.inference.plots import _mpl
+
+    plt = _mpl()
+    pc = az.plot_compare(table)  # relative scale: each model's elpd minus the best one's
+    fig = pc.viz["figure"].item()
+    ax = fig.axes[0]
+    ax.set_title("Model comparison by PSIS-LOO (higher is better)")
+    ax.set_xlabel("elpd (PSIS-LOO) minus the best model's; bars: ±1 se of the difference")
+    fig.set_size_inches(8, 1.5 + 0.45 * len(table))
+    fig.tight_layout()
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return fig
+
+
+def verdict_lines(summaries: dict, order) -> list[str]:
+    """One ``gate <model> pass|fail`` line per model (``order``: the table's ranking), and a
+    warning for each model whose PSIS-LOO has high Pareto k."""
+    width = max(len(n) for n in order)
+    lines = []
+    for name in order:
+        s = summaries[name]
+        why = ", ".join(s.get("failures") or {})
+        lines.append(f"gate {name:{width}s}  {s.get('gate', '-')}"
+                     + (f" ({why}; see {name}/summary.md)" if s.get("gate") == "fail" and why
+                        else ""))
+    for name in order:
+        s = summaries[name]
+        if s.get("n_high_pareto_k"):  # NUTS / SVI draws: k > 0.7
+            n, bound = s["n_high_pareto_k"], "> 0.7"
+        elif s.get("pareto_k_high"):  # the tree MCMC: ArviZ's sample-size bound (<= 0.7)
+            n, bound = s["pareto_k_high"], "above ArviZ's bound"
+        else:
+            continue
+        lines.append(f"warning: {name}: {n} observation(s) with Pareto k {bound}, so its elpd is "
+                     "unreliable (more draws, or K-fold cross-validation)")
+    return lines
 
 
 def cmd_compare(args) -> int:
@@ -400,6 +437,7 @@ def cmd_compare(args) -> int:
             {"models": summaries, "compare": json.loads(table.to_json(orient="index"))},
             indent=2, default=_json_default))
     print(table.round(2).to_string())
+    print("\n".join(verdict_lines(summaries, table.index)))
     print(f"wrote {args.out}")
     return 0
 
@@ -471,6 +509,7 @@ def cmd_demo(args) -> int:
             {"models": summaries, "compare": json.loads(table.to_json(orient="index")),
              "total_s": elapsed}, indent=2, default=_json_default))
     print(table.round(2).to_string())
+    print("\n".join(verdict_lines(summaries, table.index)))
     print(f"wrote {args.out}/report.md in {elapsed:.0f} s")
     return 0
 

@@ -79,7 +79,7 @@ def test_fit_svi_on_a_synthetic_spec(tmp_path):
     assert s["method"] == "svi" and s["svi_pareto_k"] is not None
 
 
-def test_compare_writes_table(tmp_path):
+def test_compare_writes_table(tmp_path, capsys):
     """NUTS fits and the latent hierarchy's tree MCMC side by side (the check, on the user's own
     rows, of a tree of tasks against the flat hierarchy)."""
     out = tmp_path / "cmp"
@@ -93,6 +93,11 @@ def test_compare_writes_table(tmp_path):
     tree = json.loads((out / "latent-hierarchy" / "summary.json").read_text())
     assert tree["method"] == "mcmc" and "_result" not in tree
     assert tree["elpd_loo"] == pytest.approx(table.loc["latent-hierarchy", "elpd"])
+    # each model's gate verdict under the table, as its summary.json has it
+    gates = {line.split()[1]: line.split()[2]
+             for line in capsys.readouterr().out.splitlines() if line.startswith("gate ")}
+    assert gates == {n: json.loads((out / n / "summary.json").read_text())["gate"]
+                     for n in table.index}
 
 
 def test_compare_refuses_a_method_without_draws(tmp_path, capsys):
@@ -345,7 +350,7 @@ SPEC = "synthetic:pooled?tasks=3&per_task=4"
 
 @pytest.fixture
 def fits(monkeypatch):
-    import bayesmtl.cli as cli
+    from bayesmtl import cli
 
     calls = []
 
@@ -379,9 +384,9 @@ def test_atomic_dir_marks_its_folders_and_force_replaces_only_those(tmp_path):
     (user / "sub" / "keep.txt").write_text("mine")
     (tmp_path / "notes.txt").write_text("mine")
     for path in (user, tmp_path / "notes.txt"):
-        with pytest.raises(CLIError, match=r"^--out: .*not a bayesmtl output"):
-            with atomic_dir(path, force=True):
-                pytest.fail("entered the block")
+        with (pytest.raises(CLIError, match=r"^--out: .*not a bayesmtl output"),
+              atomic_dir(path, force=True)):
+            pytest.fail("entered the block")
     assert (user / "sub" / "keep.txt").read_text() == "mine"
     assert (tmp_path / "notes.txt").read_text() == "mine"
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp left
@@ -476,3 +481,50 @@ def test_errors_name_the_flag_the_user_typed(argv, message, simulated, tmp_path,
     err = capsys.readouterr().err
     assert f"bayesmtl {command}: error: {message}" in err, err
     assert not list(tmp_path.iterdir())
+
+
+# a compare table as arviz.compare writes it, for the tests that stub the fits
+FAKE_TABLE = pd.DataFrame(
+    {"rank": [0, 1, 2], "elpd_diff": [0.0, -2.1, -30.9], "dse": [0.0, 1.5, 6.6],
+     "p_worse": [np.nan, 0.9, 1.0], "diag_diff": ["", "", ""], "diag_elpd": ["3 k̂ > 0.7", "", ""],
+     "p": [13.6, 5.0, 4.3], "elpd": [-44.6, -46.7, -75.5], "se": [5.6, 5.0, 5.1],
+     "weight": [0.8, 0.2, 0.0]},
+    index=["hierarchical", "latent-hierarchy", "pooled"],
+)
+
+
+def test_compare_prints_each_gate_and_warns_of_high_pareto_k(tmp_path, capsys, monkeypatch):
+    from bayesmtl import cli, inference
+
+    summaries = {  # as fit_and_write returns them: NUTS fits and the tree MCMC
+        "hierarchical": {"method": "nuts", "gate": "pass", "failures": {}, "n_high_pareto_k": 3},
+        "pooled": {"method": "nuts", "gate": "fail", "failures": {"w": ["bulk ESS 100 < 400"]},
+                   "n_high_pareto_k": 0},
+        "latent-hierarchy": {"method": "mcmc", "gate": "pass", "failures": {}, "pareto_k_high": 0},
+    }
+    monkeypatch.setattr(cli, "fit_and_write",
+                        lambda spec, *a, **k: {**summaries[spec.name], "_result": spec.name})
+    monkeypatch.setattr(inference, "compare", lambda results: FAKE_TABLE)
+    assert run("compare", "--models", "pooled,hierarchical,latent-hierarchy", "--data", SPEC,
+               "--out", tmp_path / "cmp") == 0
+    lines = capsys.readouterr().out.splitlines()
+    gates = {line.split()[1]: line.split()[2] for line in lines if line.startswith("gate ")}
+    assert gates == {"hierarchical": "pass", "latent-hierarchy": "pass", "pooled": "fail"}
+    warnings = [line for line in lines if line.startswith("warning:")]
+    assert len(warnings) == 1 and "hierarchical: 3 observation(s) with Pareto k > 0.7" in warnings[0]
+
+
+def test_compare_plot_keeps_its_title_and_axis_label_inside_the_figure(tmp_path):
+    """compare.png's title was cut off at the top and its x label fell off the bottom."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from bayesmtl.cli import save_compare_plot
+
+    fig = save_compare_plot(FAKE_TABLE, tmp_path / "compare.png")  # closed: draw it again
+    assert (tmp_path / "compare.png").stat().st_size > 0
+    ax, renderer = fig.axes[0], FigureCanvasAgg(fig).get_renderer()
+    assert "elpd" in ax.get_xlabel()
+    for text in (ax.title, ax.xaxis.label, *ax.get_yticklabels()):
+        box = text.get_window_extent(renderer)
+        assert text.get_text() and fig.bbox.contains(box.x0, box.y0) \
+            and fig.bbox.contains(box.x1, box.y1), text.get_text()
