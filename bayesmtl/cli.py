@@ -126,10 +126,10 @@ def load_data(spec: str, args) -> TaskData:  # noqa: F821
             spec_m = get_model(name)
         except ValueError as e:
             raise CLIError(f"--data: {e}") from None
-        sizes = {"tasks": 8, "per_task": 20, "features": 2, "seed": 0}
-        for k in sizes:
+        sizes = {}
+        for k, default in {"tasks": 8, "per_task": 20, "features": 2, "seed": 0}.items():
             try:
-                sizes[k] = int(q.get(k, sizes[k]))
+                sizes[k] = int(q.get(k, default))
             except ValueError:
                 raise CLIError(f"--data: {k}={q[k]!r} is not an integer") from None
         try:
@@ -517,15 +517,21 @@ def cmd_demo(args) -> int:
 # --------------------------------------------------------------------------- parser
 def _add_sampling(p):
     p.add_argument("--method", choices=["nuts", "svi", "eb", "em", "mcmc", "vem"], default=None,
-                   help="nuts/svi for the NumPyro models; eb: Bakker & Heskes empirical Bayes; "
-                        "em/mcmc: latent hierarchy greedy EM / posterior over trees "
-                        "(default: the model's first method)")
-    p.add_argument("--chains", type=int, default=2)
-    p.add_argument("--warmup", type=int, default=1000)
-    p.add_argument("--samples", type=int, default=1000)
-    p.add_argument("--seed", type=int, default=0)
+                   help="nuts (NUTS) or svi (variational) for the NumPyro models; eb: Bakker & "
+                        "Heskes empirical Bayes (clustering, gating); em: latent hierarchy, greedy "
+                        "tree EM; mcmc: latent hierarchy, posterior over trees; vem: sparse-mtl "
+                        "variational EM (default: the model's first method; `bayesmtl list` "
+                        "shows each model's methods)")
+    p.add_argument("--chains", type=int, default=2,
+                   help="number of chains (default: %(default)s)")
+    p.add_argument("--warmup", type=int, default=1000,
+                   help="warm-up (tuning) draws per chain (default: %(default)s)")
+    p.add_argument("--samples", type=int, default=1000,
+                   help="draws kept per chain (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     p.add_argument("--target-accept", dest="target_accept", type=float, default=0.8,
-                   help="NUTS target acceptance probability (raise it to remove divergences)")
+                   help="NUTS target acceptance probability; raise it to remove divergences "
+                        "(default: %(default)s)")
     p.add_argument("--strict", action="store_true", help="exit non-zero if the gate fails")
     p.add_argument("--init", choices=["random", "eb"], default="random",
                    help="NUTS start: random (dispersed), or eb: the empirical-Bayes fit "
@@ -556,6 +562,14 @@ def _add_data(p, required=True):
                    help="comma-separated task-level columns, constant within a task (CSV data)")
 
 
+MODEL_HELP = "model name, one of those `bayesmtl list` shows"
+OUT_HELP = "output folder to create (it must not exist, unless --force)"
+COMPARE_DESCRIPTION = (
+    "Fit several models to the same data and rank them by PSIS-LOO, with stacking weights. "
+    "--method applies to the NUTS/SVI models (default nuts; --method svi fits them by SVI); "
+    "latent-hierarchy models are compared through their tree MCMC draws (the posterior over trees, "
+    "with the same --chains, --warmup and --samples)."
+)
 FORCE_HELP = "replace an existing --out that bayesmtl wrote (never a folder of your own files)"
 
 
@@ -565,50 +579,66 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("list", help="models, data sets and methods")
 
     s = sub.add_parser("simulate", help="simulate tasks from a model's prior predictive to CSV")
-    s.add_argument("--model", required=True)
-    s.add_argument("--tasks", type=int, default=8)
-    s.add_argument("--per-task", dest="per_task", type=int, default=20)
-    s.add_argument("--features", type=int, default=2)
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--out", required=True)
+    s.add_argument("--model", required=True, help=MODEL_HELP)
+    s.add_argument("--tasks", type=int, default=8, help="number of tasks (default: %(default)s)")
+    s.add_argument("--per-task", dest="per_task", type=int, default=20,
+                   help="rows per task (default: %(default)s)")
+    s.add_argument("--features", type=int, default=2,
+                   help="input features per row, x0, x1, ... (default: %(default)s)")
+    s.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    s.add_argument("--out", required=True,
+                   help="CSV file to write; the true parameters go beside it (tasks.csv: "
+                        "tasks.truth.json)")
     s.add_argument("--force", action="store_true",
                    help="overwrite an existing --out file and its .truth.json")
     _add_model_opts(s)
 
     f = sub.add_parser("fit", help="fit a model, write posterior, diagnostics and plots")
-    f.add_argument("--model", required=True)
+    f.add_argument("--model", required=True, help=MODEL_HELP)
     _add_data(f)
     _add_sampling(f)
     _add_model_opts(f)
-    f.add_argument("--out", required=True)
+    f.add_argument("--out", required=True, help=OUT_HELP)
     f.add_argument("--force", action="store_true", help=FORCE_HELP)
 
-    c = sub.add_parser("compare", help="fit several models and compare them by PSIS-LOO")
-    c.add_argument("--models", required=True, help="comma-separated model names")
+    c = sub.add_parser("compare", help="fit several models and compare them by PSIS-LOO",
+                       description=COMPARE_DESCRIPTION)
+    c.add_argument("--models", required=True,
+                   help="comma-separated model names, each once (see `bayesmtl list`)")
     _add_data(c)
     _add_sampling(c)
     _add_model_opts(c)
-    c.add_argument("--out", required=True)
+    c.add_argument("--out", required=True, help=OUT_HELP)
     c.add_argument("--force", action="store_true", help=FORCE_HELP)
 
     b = sub.add_parser("sbc", help="simulation-based calibration")
-    b.add_argument("--model", required=True)
-    b.add_argument("--sims", type=int, default=100)
-    b.add_argument("--tasks", type=int, default=4)
-    b.add_argument("--per-task", dest="per_task", type=int, default=8)
-    b.add_argument("--features", type=int, default=1)
-    b.add_argument("--warmup", type=int, default=500)
-    b.add_argument("--samples", type=int, default=500)
-    b.add_argument("--thin", type=int, default=5)
-    b.add_argument("--seed", type=int, default=0)
-    b.add_argument("--workers", type=int, default=1)
+    b.add_argument("--model", required=True,
+                   help="a hierarchical-family model, whose simulator draws from the prior "
+                        "(see `bayesmtl list`)")
+    b.add_argument("--sims", type=int, default=100,
+                   help="number of simulated data sets (default: %(default)s)")
+    b.add_argument("--tasks", type=int, default=4, help="tasks per data set (default: %(default)s)")
+    b.add_argument("--per-task", dest="per_task", type=int, default=8,
+                   help="rows per task (default: %(default)s)")
+    b.add_argument("--features", type=int, default=1,
+                   help="input features per row, x0, x1, ... (default: %(default)s)")
+    b.add_argument("--warmup", type=int, default=500,
+                   help="warm-up (tuning) draws per fit (default: %(default)s)")
+    b.add_argument("--samples", type=int, default=500,
+                   help="draws kept per fit, before thinning (default: %(default)s)")
+    b.add_argument("--thin", type=int, default=5,
+                   help="keep every n-th draw for the ranks (default: %(default)s)")
+    b.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    b.add_argument("--workers", type=int, default=1,
+                   help="worker processes of a local Dask cluster (default: %(default)s)")
     b.add_argument("--scheduler", help="address of an existing Dask scheduler")
     _add_model_opts(b)
-    b.add_argument("--out", required=True)
+    b.add_argument("--out", required=True, help=OUT_HELP)
     b.add_argument("--force", action="store_true", help=FORCE_HELP)
 
     d = sub.add_parser("demo", help="pooled vs independent vs hierarchical on the Exam data")
-    d.add_argument("--out", default="results/demo")
+    d.add_argument("--out", default="results/demo",
+                   help="output folder to create (default: %(default)s)")
     d.add_argument("--force", action="store_true", help=FORCE_HELP)
     _add_sampling(d)
     d.set_defaults(target_accept=0.95)

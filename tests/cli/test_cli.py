@@ -1,6 +1,7 @@
 """CLI round trips, in-process (BAYESMTL_FAST shrinks sampling; set by tests/conftest.py)."""
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -528,3 +529,44 @@ def test_compare_plot_keeps_its_title_and_axis_label_inside_the_figure(tmp_path)
         box = text.get_window_extent(renderer)
         assert text.get_text() and fig.bbox.contains(box.x0, box.y0) \
             and fig.bbox.contains(box.x1, box.y1), text.get_text()
+
+
+def _option_help(text: str) -> dict:
+    """``--flag`` -> its help text, one line, from argparse's --help output."""
+    out, flag = {}, None
+    for line in text.splitlines():
+        m = re.match(r"^  (--[a-z-]+)(.*)$", line)
+        if m:
+            flag = m.group(1)
+            out[flag] = m.group(2)
+        elif flag and line.startswith("      "):
+            out[flag] += " " + line
+        else:
+            flag = None
+    return {k: " ".join(v.split()) for k, v in out.items()}
+
+
+@pytest.mark.parametrize("command", ["fit", "compare", "demo", "sbc", "simulate"])
+def test_help_shows_defaults_and_every_method(command, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([command, "--help"])
+    assert e.value.code == 0
+    text = capsys.readouterr().out
+    opts = _option_help(text)
+    defaults = {"fit": {"--chains": 2, "--warmup": 1000, "--samples": 1000, "--seed": 0},
+                "compare": {"--chains": 2, "--warmup": 1000, "--samples": 1000, "--seed": 0},
+                "demo": {"--chains": 2, "--seed": 0, "--out": "results/demo"},
+                "sbc": {"--warmup": 500, "--samples": 500, "--seed": 0},
+                "simulate": {"--seed": 0}}[command]
+    for flag, value in defaults.items():
+        assert f"(default: {value})" in opts[flag], (flag, opts[flag])
+    for flag in ("--model", "--out"):  # required ones say what to give
+        if flag in opts and flag not in defaults:
+            assert len(opts[flag].split()) > 3, (flag, opts[flag])
+    if "--method" in opts:
+        said = opts["--method"].split("}", 1)[1]  # the help after the choices
+        for name in ("nuts", "svi", "vem", "em", "mcmc", "eb"):
+            assert re.search(rf"\b{name}\b", said), (name, said)
+    if command == "compare":
+        flat = " ".join(text.split())
+        assert "tree MCMC" in flat and "--method applies to the NUTS/SVI models" in flat
