@@ -261,7 +261,7 @@ def fit_and_write(spec, data, args, out_dir: Path, *, data_label: str) -> dict:
           f"{settings['method'].upper()} in {res.runtime_s:.1f} s.", "", "## Diagnostics", "",
           "```", str(diag), "```", "", "## Population-level posterior", "",
           "```", table.round(2).to_string(), "```", ""]
-    plots = save_fit_plots(res.idata, out_dir)
+    plots = save_fit_plots(res.idata, out_dir, target_name=getattr(data, "target_name", None))
     if memberships is not None:
         from bayesmtl.inference.plots import plot_membership
 
