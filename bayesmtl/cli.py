@@ -334,8 +334,12 @@ def cmd_fit(args) -> int:
         s = fit_and_write(spec, data, args, tmp, data_label=args.data)
     keys = ["max_rhat", "min_ess_bulk", "divergences", "elpd_loo", "log_evidence",
             "objective", "asdsf", "runtime_s", "gate"]
+    shown = [k for k in keys if s.get(k) is not None]  # an SVI fit has no R-hat: not "None"
     print(f"{spec.name} ({s['method']}): " + ", ".join(
-        f"{k} {s[k]:.4g}" if isinstance(s[k], float) else f"{k} {s[k]}" for k in keys if k in s))
+        f"{k} {s[k]:.4g}" if isinstance(s[k], float) else f"{k} {s[k]}" for k in shown))
+    if s.get("gate") == "fail" and s.get("failures"):  # why, where the user looks
+        print("gate failed: " + "; ".join(f"{name}: {', '.join(why)}"
+                                          for name, why in s["failures"].items()))
     print(f"wrote {args.out}")
     return 0
 

@@ -187,7 +187,7 @@ def test_options_a_model_does_not_take_are_refused(tmp_path, capsys):
     assert run("sbc", "--model", "clustering", "--out", tmp_path / "y") == 2
 
 
-def test_latent_hierarchy_em_and_mcmc_write_trees(tmp_path):
+def test_latent_hierarchy_em_and_mcmc_write_trees(tmp_path, capsys):
     data = "synthetic:latent-hierarchy?tasks=5&per_task=15&features=1&seed=2"
     em = tmp_path / "em"
     assert run("fit", "--model", "latent-hierarchy", "--method", "em", "--data", data,
@@ -205,6 +205,11 @@ def test_latent_hierarchy_em_and_mcmc_write_trees(tmp_path):
     assert all(2 <= len(c["tasks"]) <= 4 for c in s["clade_probabilities"])
     assert s["asdsf"] is not None and (mc / "posterior.nc").exists()
     assert np.isfinite(s["elpd_loo"]) and s["elpd_loo_se"] > 0  # to set beside the flat model
+    # a failed gate is explained on the terminal, not only in summary.json
+    out = capsys.readouterr().out
+    assert ("gate failed: " in out) == (s["gate"] == "fail")
+    for name in s["failures"]:
+        assert f"{name}: " in out
 
 
 def test_sparse_mtl_vem_finds_the_active_block(tmp_path):
