@@ -173,18 +173,19 @@ def _height_cdf(h, rates=(6.0, 3.0, 1.0)):
 
 
 @pytest.mark.parametrize(
-    ("sweeps", "leaf_var"),
-    [(800, 0.0), (1200, None), pytest.param(6000, 0.0, marks=pytest.mark.slow)],
-    ids=["fast", "learnt-leaf-var", "long"],
-)
-def test_without_data_the_sampler_leaves_the_kingman_prior_invariant(sweeps, leaf_var):
+    ("sweeps", "leaf_var", "d"),
+    [(800, 0.0, 1), (1200, None, 1), (1200, 0.0, 2),
+     pytest.param(6000, 0.0, 1, marks=pytest.mark.slow)],
+    ids=["fast", "learnt-leaf-var", "two-features", "long"],
+)  # fmt: skip
+def test_without_data_the_sampler_leaves_the_kingman_prior_invariant(sweeps, leaf_var, d):
     n, batches = 4, 20
     exact = Counter()
     hist = ranked_histories(n)
     for h in hist:
         for c in clades(Tree(h, np.arange(1.0, n))):
             exact[c] += 1 / len(hist)
-    data = TaskData(X=np.zeros((4, 1)), task=[0, 1, 2, 3])
+    data = TaskData(X=np.zeros((4, d)), task=[0, 1, 2, 3])
     post = tree_posterior(
         data, num_chains=1, num_warmup=100, num_samples=sweeps, tree_steps=2, seed=0,
         leaf_var=leaf_var,
@@ -194,12 +195,16 @@ def test_without_data_the_sampler_leaves_the_kingman_prior_invariant(sweeps, lea
         ind = np.array([c in s for s in sets], float).reshape(batches, -1)
         se = ind.mean(1).std(ddof=1) / np.sqrt(batches)
         assert abs(ind.mean() - p) < 4 * se + 0.005, (sorted(c), ind.mean(), p)
-    # Lambda ~ IW(1, 2) = InvGamma(1, 1/2) and the height is a sum of Exp(6), Exp(3), Exp(1)
-    # waits: their CDFs at the draws are uniform (mean 1/2)
-    u_lam = stats.invgamma(1.0, scale=0.5).cdf(post.samples["Lambda"][0, :, 0, 0])
+    # each diagonal entry of Lambda ~ IW(I, D + 1) is InvGamma(1, 1/2), its correlation (D = 2)
+    # is uniform on (-1, 1), and the height is a sum of Exp(6), Exp(3), Exp(1) waits: their CDFs
+    # at the draws are uniform (mean 1/2). D = 2 checks the rescalings' Jacobians for a matrix
+    # Lambda (D(D+1)/2 free entries), which D = 1 cannot tell from a scalar's
+    lam = post.samples["Lambda"][0]
+    us = [stats.invgamma(1.0, scale=0.5).cdf(lam[:, j, j]) for j in range(d)]
+    if d == 2:
+        us.append((lam[:, 0, 1] / np.sqrt(lam[:, 0, 0] * lam[:, 1, 1]) + 1) / 2)
     h = post.samples["tree_height"][0]
-    u_h = _height_cdf(h)
-    us = [u_lam, u_h]
+    us.append(_height_cdf(h))
     if leaf_var is None:  # and the learnt leaf variance keeps its HalfCauchy(1 / C(4, 2)) prior
         us.append(stats.halfcauchy.cdf(post.samples["leaf_var"][0], scale=1 / 6))
         assert post.accept["collapsed_leaf"] > 0.2 and post.accept["collapsed_leaf_jump"] > 0.1
