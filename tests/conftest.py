@@ -18,3 +18,19 @@ configure(host_devices=2, platform="cpu", compilation_cache=False)
 import jax
 
 jax.config.update("jax_enable_x64", False)
+
+
+import gc
+
+import pytest
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_code():
+    """Free each module's compiled XLA executables when it ends. A test worker runs dozens of
+    modules; with every executable kept, compiling the SBC's NUTS kernel late in a worker's life
+    crashed the process (abort / segfault inside XLA's CPU compiler, reproducibly at the same test
+    of a full `make test`, never when the module ran alone)."""
+    yield
+    gc.collect()
+    jax.clear_caches()
